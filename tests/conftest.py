@@ -1,0 +1,178 @@
+"""Shared pytest harness for paycraft.selfhost.
+
+* Makes the collection importable as ``ansible_collections.paycraft.selfhost``
+  (module_utils are unit tested as plain Python libraries).
+* ``pg``: a throw-away PostgreSQL 15 cluster for the whole session
+  (initdb in a temp dir, a free port on 127.0.0.1, stopped at the end).
+* ``pg_db``: a fresh, empty database on that cluster for one test.
+* ``docker_engine``: a running Docker engine with Compose v2.
+
+Missing prerequisites skip a test with the reason "not installed: ...",
+except when ``PAYCRAFT_STRICT=1`` (set by scripts/test.sh and .ci/run):
+then they fail, so a CI run cannot pass by skipping what it should test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PG_BIN = Path(os.environ.get("PAYCRAFT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+STRICT = os.environ.get("PAYCRAFT_STRICT") == "1"
+
+
+def _collection_root() -> Path:
+    """A directory holding ansible_collections/paycraft/selfhost -> REPO."""
+    venv_link = REPO / ".venv" / "collections"
+    if (venv_link / "ansible_collections" / "paycraft" / "selfhost").resolve() == REPO:
+        return venv_link
+    root = Path(tempfile.gettempdir()) / f"paycraft-collections-{os.getuid()}"
+    link = root / "ansible_collections" / "paycraft" / "selfhost"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink() or link.resolve() != REPO:
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(REPO)
+    return root
+
+
+COLLECTIONS_ROOT = _collection_root()
+if str(COLLECTIONS_ROOT) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS_ROOT))
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS_ROOT))
+
+
+def missing(what: str) -> None:
+    """Skip (or, under PAYCRAFT_STRICT=1, fail) because a prerequisite is absent."""
+    msg = f"not installed: {what} (run scripts/prepare.sh)"
+    if STRICT:
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class PgCluster:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    socket_dir: str
+    datadir: str
+
+    def dsn(self, dbname: str | None = None) -> str:
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password} dbname={dbname or self.dbname}"
+        )
+
+    def params(self, dbname: str | None = None) -> dict:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": dbname or self.dbname,
+        }
+
+
+def _run_as_postgres(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    if os.getuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory) -> PgCluster:
+    """A PostgreSQL 15 cluster on 127.0.0.1:<free port>, for the whole session."""
+    if not (PG_BIN / "initdb").exists():
+        missing(f"PostgreSQL 15 server binaries in {PG_BIN}")
+    base = Path(tempfile.mkdtemp(prefix="paycraft-pg-"))
+    datadir, sockdir = base / "data", base / "sock"
+    sockdir.mkdir()
+    pwfile = base / "pw"
+    password = uuid.uuid4().hex
+    pwfile.write_text(password + "\n")
+    if os.getuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sockdir, "postgres")
+        shutil.chown(pwfile, "postgres")
+    _run_as_postgres(
+        [str(PG_BIN / "initdb"), "-D", str(datadir), "-U", "postgres", "--pwfile", str(pwfile),
+         "-A", "scram-sha-256", "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8"]
+    )
+    port = free_port()
+    _run_as_postgres(
+        [str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-l", str(base / "log"), "-w", "-t", "60",
+         "-o", f"-p {port} -h 127.0.0.1 -k {sockdir} -c fsync=off -c max_connections=200", "start"]
+    )
+    cluster = PgCluster("127.0.0.1", port, "postgres", password, "postgres", str(sockdir), str(datadir))
+    try:
+        yield cluster
+    finally:
+        _run_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_db(pg: PgCluster):
+    """A fresh empty database on the session cluster; returns its connection params."""
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(**pg.params())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg.params(name)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """A Docker engine that answers, with the Compose v2 plugin; returns its version."""
+    if shutil.which("docker") is None:
+        missing("docker CLI")
+    info = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                          capture_output=True, text=True)
+    if info.returncode != 0:
+        missing("a running Docker engine")
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        missing("Docker Compose v2 plugin")
+    return info.stdout.strip()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
+    """Poll predicate() until truthy or raise TimeoutError naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - re-raised as context below
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from last_exc
