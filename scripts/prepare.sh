@@ -15,14 +15,14 @@
 # Environment:
 #   PAYCRAFT_VENV        virtual environment path      (default: <repo>/.venv)
 #   PAYCRAFT_BASE_IMAGE  local base image tag          (default: paycraft-local/debian:bookworm)
-#   PAYCRAFT_DEBIAN_MIRROR  mirror for debootstrap     (default: Debian's deb mirror)
+#   PAYCRAFT_DEBIAN_MIRROR  mirror for debootstrap     (default: the host's own apt source)
 #   PAYCRAFT_SKIP_DOCKER=1  only steps 1, 2 and 5
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${PAYCRAFT_VENV:-$REPO/.venv}
 BASE_IMAGE=${PAYCRAFT_BASE_IMAGE:-paycraft-local/debian:bookworm}
-MIRROR=${PAYCRAFT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${PAYCRAFT_DEBIAN_MIRROR:-}
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
 
 say() { printf '[prepare] %s\n' "$*"; }
@@ -101,8 +101,15 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
   rootfs=$(mktemp -d /var/tmp/paycraft-rootfs.XXXXXX)
   trap 'rm -rf "$rootfs"' EXIT
-  say "debootstrap bookworm (minbase) into $rootfs"
-  debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >/var/log/paycraft-debootstrap.log 2>&1 \
+  if [ -z "$MIRROR" ]; then
+    # the mirror this host's apt already uses (deb822 or one-line format);
+    # empty: debootstrap's own default
+    MIRROR=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+    [ -n "$MIRROR" ] || MIRROR=$(awk '$1=="deb" && $2 !~ /^\[/ && $2 ~ /\/debian$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  fi
+  say "debootstrap bookworm (minbase) into $rootfs ${MIRROR:+from $MIRROR}"
+  # shellcheck disable=SC2086 # an empty MIRROR must vanish
+  debootstrap --variant=minbase bookworm "$rootfs" $MIRROR >/var/log/paycraft-debootstrap.log 2>&1 \
     || die "debootstrap failed; see /var/log/paycraft-debootstrap.log"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
