@@ -1,0 +1,666 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, PayCraft self-hosting contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Smoke probes of a self-hosted PayCraft stack (runbook section 6).
+
+Pure Python (standard library only), importable without Ansible:
+
+* four probes, one attempt each: ``suite_config`` (the SDK's SuiteConfig fetch
+  through the gateway), ``gateway`` (Kong answers ``/``), ``postgres`` (a
+  ``pg_isready``-style StartupMessage ping, no login) and ``dashboard``
+  (``curl -fsSI``-style HEAD);
+* :func:`run_probes` runs the selected probes in parallel threads, each
+  retrying until it passes or a shared deadline expires;
+* every failure is classified into one entry of :data:`CAUSES`, the runbook's
+  Troubleshooting section (section 7) in its own words, with the next
+  commands to run. The doctor reuses that table.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPException
+
+PROBES = ("suite_config", "gateway", "postgres", "dashboard")
+SUITE_CONFIG_KEYS = ("tenant_id", "products", "providers", "paywall", "cache_ttl_seconds")
+DEFAULTS = {
+    "api_url": "http://127.0.0.1:54321",
+    "config_path": "/functions/v1/config",
+    "dashboard_url": "http://127.0.0.1:3000",
+    "db_host": "127.0.0.1",
+    "db_port": 54322,
+    "timeout": 120.0,
+    "interval": 2.0,
+    "request_timeout": 5.0,
+}
+BODY_PREVIEW = 200  # the runbook's `| head -c 200`
+MAX_BODY = 1024 * 1024
+REDACTED = "********"
+
+# PostgreSQL wire protocol (v3), as pg_isready speaks it.
+PG_PROTOCOL_V3 = 196608
+PG_CANNOT_CONNECT_NOW = "57P03"
+PG_ACCEPTING = "accepting"
+PG_REJECTING = "rejecting"
+PG_NO_RESPONSE = "no response"
+
+# ---------------------------------------------------------------------------
+# The runbook's Troubleshooting entries (section 7), one row per likely cause.
+# ``heading`` is the runbook's heading when ``runbook`` is true (quoted
+# verbatim), else a heading of ours for a symptom the runbook does not list.
+# ``explanation`` and ``next`` are templates: {api_url} {gateway_port}
+# {config_path} {db_host} {db_port} {dashboard_url} {missing} {status}.
+# Commands with relative paths are the runbook's, run in infra/selfhost.
+# ---------------------------------------------------------------------------
+CAUSES = {
+    "function_not_found": {
+        "runbook": True,
+        "heading": "Edge function returns 404 for /functions/v1/config",
+        "explanation": (
+            'The gateway answered {{"message":"Function not found"}}. The edge runtime mounts '
+            "../../supabase/functions read-only: if the config function is absent you're on an older "
+            "release (pull upstream and re-run migrations); otherwise the runtime probably failed to import it."
+        ),
+        "next": (
+            "ls ../../supabase/functions/config",
+            "docker logs paycraft_edge_runtime --tail 100",
+        ),
+    },
+    "key_mismatch": {
+        "runbook": True,
+        "heading": 'SDK throws "401 Unauthorized" from a self-hosted backend',
+        "explanation": (
+            "The anon key does not match PAYCRAFT_ANON_KEY in .env (verify they are byte-identical, "
+            "including trailing newline trimming), or the JWT secret changed between when the anon key "
+            "was generated and now: re-generate both keys (anon + service role). In this collection: "
+            "re-run the playbook with -e paycraft_config_resign_keys=true."
+        ),
+        "next": ("ansible-playbook <your usual command> -e paycraft_config_resign_keys=true",),
+    },
+    "probe_config": {
+        "runbook": False,
+        "heading": "The smoke probe sent no usable apiKey",
+        "explanation": (
+            "The config function answered 400 (missing_apiKey): the probe's own configuration is wrong, "
+            "not the stack. Pass the tenant's API key (pk_test_... / pk_live_...) as api_key."
+        ),
+        "next": ("set api_key of paycraft.selfhost.paycraft_smoke to a tenant API key",),
+    },
+    "gateway_down": {
+        "runbook": True,
+        "heading": 'Kong is not running, or "Port already in use"',
+        "explanation": (
+            "Nothing answers HTTP on {api_url}: paycraft_kong is not running, or docker compose up -d "
+            "failed with \"Bind for 0.0.0.0:{gateway_port} failed: port is already allocated\" "
+            "(often a stale Supabase CLI instance: supabase stop)."
+        ),
+        "next": (
+            "docker compose ps",
+            "lsof -iTCP:{gateway_port} -sTCP:LISTEN -n -P",
+            "docker logs paycraft_kong",
+        ),
+    },
+    "upstream_down": {
+        "runbook": False,
+        "heading": "The gateway's upstream service is down",
+        "explanation": (
+            "Kong answered {status} for {config_path}: the edge runtime behind the route is not running, "
+            "still starting, or not reachable from Kong."
+        ),
+        "next": ("docker compose ps", "docker logs paycraft_edge_runtime --tail 100"),
+    },
+    "function_error": {
+        "runbook": False,
+        "heading": "The config function failed",
+        "explanation": (
+            "The config function answered {status}: it runs but fails (database unreachable through "
+            "/rest/v1/, an RPC missing because migrations were not applied, ...)."
+        ),
+        "next": ("docker logs paycraft_edge_runtime --tail 100", "docker compose ps"),
+    },
+    "no_route": {
+        "runbook": False,
+        "heading": "The gateway has no route for the config path",
+        "explanation": (
+            "Kong answered 404 \"no Route matched\" for {config_path}: the path does not match a route "
+            "of kong.yml (/auth/v1/, /rest/v1/, /functions/v1/), or the gateway is reverse-proxied under "
+            "a sub-path (set config_path, the SDK's third configPath argument)."
+        ),
+        "next": ("grep -n 'functions/v1' kong.yml", "docker logs paycraft_kong"),
+    },
+    "not_suite_config": {
+        "runbook": False,
+        "heading": "The release's config function does not return a SuiteConfig",
+        "explanation": (
+            "The answer is not the SuiteConfig the SDK expects (tenant_id, products, providers, paywall, "
+            "cache_ttl_seconds): {missing}."
+        ),
+        "next": ("ls ../../supabase/functions/config", "docker logs paycraft_edge_runtime --tail 100"),
+    },
+    "unexpected_http": {
+        "runbook": False,
+        "heading": "Unexpected answer from the gateway",
+        "explanation": "The gateway answered {status} for {config_path}, which no runbook entry describes.",
+        "next": ("docker logs paycraft_kong", "docker logs paycraft_edge_runtime --tail 100"),
+    },
+    "tls_error": {
+        "runbook": False,
+        "heading": "TLS handshake or certificate verification failed",
+        "explanation": (
+            "The https endpoint's certificate was not accepted. Fix the certificate of the TLS proxy in "
+            "front of Kong / the dashboard, or set validate_certs=false for a self-signed test certificate."
+        ),
+        "next": ("curl -vI {url}",),
+    },
+    "postgres_no_response": {
+        "runbook": True,
+        "heading": 'migrations-bootstrap.sh aborts with "could not connect" / Postgres container exits during boot',
+        "explanation": (
+            "Postgres does not answer on {db_host}:{db_port}. It has not finished its first-boot initdb "
+            "(wait 30 seconds and retry), or paycraft_db keeps restarting: FATAL: password authentication "
+            "failed or an empty data directory (PAYCRAFT_DB_PASSWORD changed after the volume was created)."
+        ),
+        "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
+    },
+    "postgres_rejecting": {
+        "runbook": True,
+        "heading": 'migrations-bootstrap.sh aborts with "could not connect"',
+        "explanation": (
+            "Postgres answers on {db_host}:{db_port} but rejects connections (the database system is "
+            "starting up): it has not finished its first-boot initdb. Wait 30 seconds and retry."
+        ),
+        "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
+    },
+    "dashboard_down": {
+        "runbook": True,
+        "heading": "Dashboard build hangs at npm install",
+        "explanation": (
+            "Nothing answers on {dashboard_url}: the paycraft_dashboard container performs an npm install "
+            "on every boot, which can stall on slow or rate-limited networks. Override with a host-side "
+            "node_modules (cd ../../dashboard && npm install --no-audit --no-fund), then re-up; the "
+            "mounted node_modules is reused."
+        ),
+        "next": (
+            "docker logs paycraft_dashboard --tail 50",
+            "(cd ../../dashboard && npm install --no-audit --no-fund) && docker compose up -d dashboard",
+        ),
+    },
+    "dashboard_error": {
+        "runbook": False,
+        "heading": "The dashboard answers with an error",
+        "explanation": "The dashboard answered {status} to HEAD {dashboard_url} (curl -fsSI would fail).",
+        "next": ("docker logs paycraft_dashboard --tail 50",),
+    },
+}
+
+# Failures that waiting cannot change: stop retrying at the first one.
+FINAL_CAUSES = frozenset({"key_mismatch", "probe_config", "not_suite_config", "tls_error"})
+
+_JWT_MARKERS = ("invalid jwt", "jwt", "invalid api key", "invalid key", "no api key", "unauthorized", "jws")
+
+
+class Outcome:
+    """What one attempt of one probe saw."""
+
+    __slots__ = ("cause", "context", "detail", "document", "final", "ok", "status")
+
+    def __init__(self, ok, status, detail, cause=None, context=None, document=None):
+        self.ok = ok
+        self.status = status
+        self.detail = detail
+        self.cause = cause
+        self.context = context or {}
+        self.document = document
+        self.final = cause in FINAL_CAUSES
+
+
+class HttpAnswer:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status, body, headers):
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+
+class NoAnswer(Exception):
+    """No HTTP answer at all: ``kind`` is refused, timeout, tls or closed."""
+
+    def __init__(self, kind, detail):
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Like curl without -L: a 3xx is the answer, not a hop."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def _opener(validate_certs):
+    context = ssl.create_default_context()
+    if not validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
+
+
+def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True):
+    """One HTTP request. Returns :class:`HttpAnswer` for every HTTP status, raises :class:`NoAnswer`."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - checked
+    try:
+        with _opener(validate_certs).open(request, timeout=timeout) as response:
+            return HttpAnswer(response.status, response.read(MAX_BODY), dict(response.headers))
+    except urllib.error.HTTPError as exc:
+        try:
+            body = exc.read(MAX_BODY) if exc.fp is not None else b""
+        except (OSError, HTTPException):
+            body = b""
+        return HttpAnswer(exc.code, body, dict(exc.headers or {}))
+    except urllib.error.URLError as exc:
+        raise _no_answer(exc.reason) from exc
+    except (OSError, HTTPException) as exc:
+        raise _no_answer(exc) from exc
+
+
+def _no_answer(reason):
+    if isinstance(reason, (ssl.SSLError, ssl.CertificateError)):
+        return NoAnswer("tls", f"TLS error: {reason}")
+    if isinstance(reason, ConnectionRefusedError):
+        return NoAnswer("refused", "connection refused")
+    if isinstance(reason, TimeoutError):
+        return NoAnswer("timeout", "timed out")
+    if isinstance(reason, (ConnectionResetError, HTTPException)):
+        return NoAnswer("closed", f"connection closed without an HTTP answer ({type(reason).__name__})")
+    if isinstance(reason, socket.gaierror):
+        return NoAnswer("refused", f"cannot resolve host: {reason}")
+    return NoAnswer("refused", str(reason) or type(reason).__name__)
+
+
+def preview(text, limit=BODY_PREVIEW):
+    """The first ``limit`` characters on one line (``| head -c 200``)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def redact(text, secrets):
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _port_of(url):
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.port:
+        return parsed.port
+    return 443 if parsed.scheme == "https" else 80
+
+
+def suite_config_url(api_url, config_path, api_key):
+    """``${supabaseUrl}${configPath}?apiKey=...`` as the SDK builds it."""
+    sep = "&" if "?" in config_path else "?"
+    return api_url.rstrip("/") + config_path + sep + urllib.parse.urlencode({"apiKey": api_key or ""})
+
+
+def check_suite_config(document):
+    """Return a list of problems with a SuiteConfig document (empty when it is one)."""
+    if not isinstance(document, dict):
+        return [f"the JSON document is a {type(document).__name__}, not an object"]
+    problems = []
+    missing = [key for key in SUITE_CONFIG_KEYS if key not in document]
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing))
+    expected = (("products", list, "a list"), ("providers", list, "a list"), ("paywall", dict, "an object"))
+    for key, kind, label in expected:
+        if key in document and not isinstance(document[key], kind):
+            problems.append(f"{key} is {_json_type(document[key])}, not {label}")
+    ttl = document.get("cache_ttl_seconds")
+    if "cache_ttl_seconds" in document and (isinstance(ttl, bool) or not isinstance(ttl, int)):
+        problems.append(f"cache_ttl_seconds is {_json_type(ttl)}, not an integer")
+    if "tenant_id" in document and not isinstance(document["tenant_id"], str):
+        problems.append(f"tenant_id is {_json_type(document['tenant_id'])}, not a string")
+    return problems
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def classify_config_answer(status, body_text):
+    """Map a non-200 answer of the config endpoint to a cause id (a key of :data:`CAUSES`)."""
+    lowered = body_text.lower()
+    if status == 404 and "function not found" in lowered:
+        return "function_not_found"
+    if status == 404 and "no route matched" in lowered:
+        return "no_route"
+    if status in (401, 403) or (status >= 400 and any(m in lowered for m in _JWT_MARKERS)):
+        return "key_mismatch"
+    if status == 400 and ("missing_apikey" in lowered or "apikey" in lowered):
+        return "probe_config"
+    if status in (502, 503, 504):
+        return "upstream_down"
+    if status >= 500:
+        return "function_error"
+    return "unexpected_http"
+
+
+# --------------------------------------------------------------------- probes
+def probe_suite_config(params, timeout):
+    api_key = params.get("api_key")
+    anon_key = params.get("anon_key")
+    url = suite_config_url(params["api_url"], params["config_path"], api_key)
+    headers = {"Accept": "application/json"}
+    if anon_key:
+        headers["apikey"] = anon_key
+        headers["Authorization"] = f"Bearer {anon_key}"
+    try:
+        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
+    except NoAnswer as exc:
+        cause = {"tls": "tls_error", "timeout": "upstream_down"}.get(exc.kind, "gateway_down")
+        return Outcome(False, exc.kind, exc.detail, cause, {"status": exc.kind, "url": params["api_url"]})
+    text = answer.text()
+    if answer.status != 200:
+        cause = classify_config_answer(answer.status, text)
+        return Outcome(False, answer.status, f"HTTP {answer.status} {preview(text)}", cause,
+                       {"status": f"HTTP {answer.status}"})
+    try:
+        document = json.loads(text)
+    except ValueError:
+        problem = "the answer is not JSON"
+        return Outcome(False, 200, f"HTTP 200, not JSON: {preview(text)}", "not_suite_config",
+                       {"missing": problem})
+    problems = check_suite_config(document)
+    if problems:
+        return Outcome(False, 200, "HTTP 200 JSON, " + "; ".join(problems), "not_suite_config",
+                       {"missing": "; ".join(problems)})
+    detail = (f"tenant {document['tenant_id']}: {len(document['products'])} products, "
+              f"{len(document['providers'])} providers, cache_ttl_seconds {document['cache_ttl_seconds']}")
+    return Outcome(True, 200, detail, document=document)
+
+
+def probe_gateway(params, timeout):
+    url = params["api_url"].rstrip("/") + "/"
+    try:
+        answer = http_request(url, "GET", {}, timeout, params.get("validate_certs", True))
+    except NoAnswer as exc:
+        cause = "tls_error" if exc.kind == "tls" else "gateway_down"
+        return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
+    # Kong answers an unmatched / with 404 {"message":"no Route matched ..."}: any answer means it is up.
+    return Outcome(True, answer.status, f"HTTP {answer.status} {preview(answer.text())}".rstrip())
+
+
+def probe_dashboard(params, timeout):
+    url = params["dashboard_url"]
+    validate = params.get("validate_certs", True)
+    try:
+        answer = http_request(url, "HEAD", {}, timeout, validate)
+        if answer.status == 405:
+            answer = http_request(url, "GET", {}, timeout, validate)
+    except NoAnswer as exc:
+        cause = "tls_error" if exc.kind == "tls" else "dashboard_down"
+        return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
+    line = f"HTTP {answer.status}"
+    if 200 <= answer.status < 400:
+        return Outcome(True, answer.status, line)
+    return Outcome(False, answer.status, line, "dashboard_error", {"status": line})
+
+
+def pg_ping(host, port, timeout):
+    """``pg_isready`` over the wire: ``(state, detail)``; never authenticates."""
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except TimeoutError:
+        return PG_NO_RESPONSE, "connect timed out"
+    except OSError as exc:
+        return PG_NO_RESPONSE, _no_answer(exc).detail
+    with sock:
+        sock.settimeout(timeout)
+        payload = b"user\0postgres\0database\0postgres\0application_name\0paycraft_smoke\0\0"
+        try:
+            sock.sendall(struct.pack("!ii", 8 + len(payload), PG_PROTOCOL_V3) + payload)
+            head = _recv_exact(sock, 5)
+            if head is None:
+                return PG_NO_RESPONSE, "connection closed before any answer"
+            kind, length = head[:1], struct.unpack("!i", head[1:])[0]
+            body = _recv_exact(sock, max(0, min(length - 4, 8192))) or b""
+        except TimeoutError:
+            return PG_NO_RESPONSE, "no answer to the startup message"
+        except OSError as exc:
+            return PG_NO_RESPONSE, f"connection error: {exc}"
+        try:
+            sock.sendall(b"X\0\0\0\4")  # Terminate: leave politely, never log in
+        except OSError:
+            pass
+    if kind == b"R":
+        return PG_ACCEPTING, "server requests authentication (accepting connections)"
+    if kind == b"v":
+        return PG_ACCEPTING, "server negotiates the protocol version (accepting connections)"
+    if kind == b"E":
+        fields = parse_pg_error(body)
+        code, message = fields.get("C", ""), fields.get("M", "")
+        if code == PG_CANNOT_CONNECT_NOW:
+            return PG_REJECTING, f"{code} {message}".strip()
+        return PG_ACCEPTING, f"server answers: {code} {message}".strip()
+    return PG_NO_RESPONSE, f"unexpected first byte {kind!r}: not a PostgreSQL server"
+
+
+def _recv_exact(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None if not data else data
+        data += chunk
+    return data
+
+
+def parse_pg_error(body):
+    """Fields of an ErrorResponse body: ``{'S': 'FATAL', 'C': '57P03', 'M': '...'}``."""
+    fields = {}
+    for part in body.split(b"\0"):
+        if len(part) >= 1:
+            fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
+    return fields
+
+
+def probe_postgres(params, timeout):
+    state, detail = pg_ping(params["db_host"], params["db_port"], timeout)
+    if state == PG_ACCEPTING:
+        return Outcome(True, state, detail)
+    cause = "postgres_rejecting" if state == PG_REJECTING else "postgres_no_response"
+    return Outcome(False, state, detail, cause)
+
+
+PROBE_FUNCTIONS = {
+    "suite_config": probe_suite_config,
+    "gateway": probe_gateway,
+    "postgres": probe_postgres,
+    "dashboard": probe_dashboard,
+}
+
+
+# ---------------------------------------------------------------- the engine
+def validate(params):
+    """Return a list of operator-facing errors in the parameters (empty when fine)."""
+    errors = []
+    probes = params.get("probes") or list(PROBES)
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        errors.append(f"unknown probes {unknown}: choose from {list(PROBES)}")
+    if not probes:
+        errors.append("probes is empty: select at least one of " + ", ".join(PROBES))
+    if "suite_config" in probes and not params.get("api_key"):
+        errors.append("api_key is required when the suite_config probe runs (a tenant API key, pk_test_... "
+                      "or pk_live_...); or leave suite_config out of probes")
+    for name in ("api_url", "dashboard_url"):
+        value = params.get(name) or ""
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            errors.append(f"{name} must be an http:// or https:// URL with a host, got {value!r}")
+    if not str(params.get("config_path") or "").startswith("/"):
+        errors.append(f"config_path must start with '/', got {params.get('config_path')!r}")
+    for name, low in (("timeout", 0), ("interval", 0), ("request_timeout", 0)):
+        value = params.get(name)
+        if value is None or value < low or (name != "timeout" and value == 0):
+            errors.append(f"{name} must be a positive number of seconds, got {value!r}")
+    port = params.get("db_port")
+    if not isinstance(port, int) or not 0 < port < 65536:
+        errors.append(f"db_port must be a TCP port (1-65535), got {port!r}")
+    return errors
+
+
+def _with_defaults(params):
+    merged = dict(DEFAULTS)
+    merged.update({k: v for k, v in params.items() if v is not None})
+    merged.setdefault("probes", list(PROBES))
+    merged.setdefault("validate_certs", True)
+    return merged
+
+
+def run_probe(name, params, deadline, interval, request_timeout, clock=time.monotonic, sleep=time.sleep):
+    """Retry one probe until it passes, fails finally, or ``deadline`` (a ``clock()`` value) passes."""
+    fn = PROBE_FUNCTIONS[name]
+    attempts = 0
+    while True:
+        attempts += 1
+        remaining = deadline - clock()
+        per_request = max(0.05, min(request_timeout, remaining)) if remaining > 0 else min(request_timeout, 1.0)
+        started = clock()
+        try:
+            outcome = fn(params, per_request)
+        except Exception as exc:  # a probe bug must not hide the others' results
+            outcome = Outcome(False, "error", f"probe error: {type(exc).__name__}: {exc}", "unexpected_http")
+        latency = max(0.0, (clock() - started) * 1000.0)
+        if outcome.ok or outcome.final:
+            break
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        sleep(min(interval, remaining))
+        if clock() >= deadline:
+            break
+    return _result(name, outcome, attempts, latency, params)
+
+
+def _result(name, outcome, attempts, latency, params):
+    secrets = (params.get("api_key"), params.get("anon_key"))
+    result = {
+        "ok": outcome.ok,
+        "attempts": attempts,
+        "latency_ms": round(latency, 1),
+        "status": outcome.status,
+        "detail": redact(outcome.detail, secrets),
+        "cause_id": None,
+        "cause": None,
+        "explanation": None,
+        "runbook": None,
+        "next": [],
+    }
+    if not outcome.ok:
+        cause = CAUSES[outcome.cause]
+        context = {
+            "api_url": params["api_url"],
+            "gateway_port": _port_of(params["api_url"]),
+            "config_path": params["config_path"],
+            "db_host": params["db_host"],
+            "db_port": params["db_port"],
+            "dashboard_url": params["dashboard_url"],
+            "missing": "",
+            "status": outcome.status,
+            "url": "",
+        }
+        context.update(outcome.context)
+        result.update(
+            cause_id=outcome.cause,
+            cause=cause["heading"],
+            explanation=redact(cause["explanation"].format(**context), secrets),
+            runbook=cause["runbook"],
+            next=[redact(cmd.format(**context), secrets) for cmd in cause["next"]],
+        )
+    return result, outcome.document
+
+
+def summarize(results, order=PROBES):
+    """``smoke: 4/4 probes passed (suite_config 35 ms, gateway 3 ms, ...)``."""
+    names = [n for n in order if n in results]
+    passed = sum(1 for n in names if results[n]["ok"])
+    parts = []
+    for n in names:
+        r = results[n]
+        if r["ok"]:
+            parts.append(f"{n} {r['latency_ms']:.0f} ms")
+        else:
+            plural = "attempt" if r["attempts"] == 1 else "attempts"
+            parts.append(f"{n} FAILED after {r['attempts']} {plural}")
+    return f"smoke: {passed}/{len(names)} probes passed ({', '.join(parts)})"
+
+
+def failure_lines(results, order=PROBES):
+    """One line per failed probe: ``<probe>: <seen> — likely cause: <heading>. Next: <commands>``."""
+    lines = []
+    for n in order:
+        r = results.get(n)
+        if r is None or r["ok"]:
+            continue
+        lines.append(f"{n}: {r['detail']} — likely cause: {r['cause']}. Next: {'; '.join(r['next'])}")
+    return lines
+
+
+def run_probes(params, clock=time.monotonic, sleep=time.sleep):
+    """Run the selected probes in parallel under one deadline.
+
+    Returns ``{"ok", "probes", "suite_config", "summary", "message"}``; ``message``
+    is the summary followed by one line per failed probe.
+    """
+    params = _with_defaults(params)
+    errors = validate(params)
+    if errors:
+        raise ValueError("; ".join(errors))
+    names = [n for n in PROBES if n in params["probes"]]
+    deadline = clock() + float(params["timeout"])
+    interval, request_timeout = float(params["interval"]), float(params["request_timeout"])
+    results, documents = {}, {}
+    lock = threading.Lock()
+
+    def one(name):
+        result, document = run_probe(name, params, deadline, interval, request_timeout, clock, sleep)
+        with lock:
+            results[name] = result
+            documents[name] = document
+
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="paycraft_smoke") as pool:
+        for future in [pool.submit(one, n) for n in names]:
+            future.result()
+    summary = summarize(results)
+    ok = all(r["ok"] for r in results.values())
+    message = "\n".join([summary, *failure_lines(results)])
+    return {
+        "ok": ok,
+        "probes": results,
+        "suite_config": documents.get("suite_config"),
+        "summary": summary,
+        "message": message,
+    }

@@ -1,0 +1,250 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, PayCraft self-hosting contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: paycraft_smoke
+short_description: Smoke-test a self-hosted PayCraft stack (runbook section 6)
+version_added: "0.1.0"
+description:
+  - Runs the smoke probes of the PayCraft self-hosting runbook (section 6 and its "other quick probes")
+    in parallel against a running stack, each retrying until it passes or a shared deadline expires.
+  - C(suite_config) fetches the SuiteConfig the SDK fetches, C(GET {api_url}{config_path}?apiKey={api_key}),
+    through the gateway, and checks its shape (C(tenant_id), C(products), C(providers), C(paywall),
+    C(cache_ttl_seconds)).
+  - C(gateway) requests C(GET {api_url}/); any HTTP answer means Kong is up (it answers an unmatched C(/)
+    with 404 C({"message":"no Route matched with those values"})).
+  - C(postgres) speaks the PostgreSQL wire protocol like C(pg_isready) (a StartupMessage for user
+    C(postgres), no password, never logs in) and reports C(accepting), C(rejecting) or C(no response).
+  - C(dashboard) sends C(HEAD {dashboard_url}) (C(GET) when HEAD is refused with 405) and expects a 2xx or
+    3xx status line, like C(curl -fsSI).
+  - Every failed probe names the runbook's likely cause (Troubleshooting, section 7) and the next commands
+    to run. The probes are read-only; the module never reports a change.
+author:
+  - PayCraft self-hosting contributors
+options:
+  api_url:
+    description:
+      - The gateway URL (C(PAYCRAFT_API_URL), the SDK's C(supabaseUrl)).
+    type: str
+    default: http://127.0.0.1:54321
+  config_path:
+    description:
+      - Path of the SuiteConfig function under O(api_url), the SDK's third C(configPath) argument.
+      - Change it when the gateway is reverse-proxied under a sub-path.
+    type: str
+    default: /functions/v1/config
+  api_key:
+    description:
+      - The tenant API key to probe with (C(pk_test_...) or C(pk_live_...)), sent as C(?apiKey=).
+      - Required when O(probes) contains C(suite_config). Not a server secret, but kept out of logs.
+    type: str
+  anon_key:
+    description:
+      - The anon key (C(PAYCRAFT_ANON_KEY)). When given it is sent as C(apikey) and
+        C(Authorization) (C(Bearer <anon_key>)) headers, as the SDK does.
+    type: str
+  dashboard_url:
+    description:
+      - The dashboard URL (C(PAYCRAFT_DASHBOARD_URL)).
+    type: str
+    default: http://127.0.0.1:3000
+  db_host:
+    description:
+      - Host on which Postgres is published.
+    type: str
+    default: 127.0.0.1
+  db_port:
+    description:
+      - Port on which Postgres is published (runbook C(54322)).
+    type: int
+    default: 54322
+  probes:
+    description:
+      - The probes to run, in parallel.
+    type: list
+    elements: str
+    choices: [suite_config, gateway, postgres, dashboard]
+    default: [suite_config, gateway, postgres, dashboard]
+  timeout:
+    description:
+      - Seconds all probes together may take. Each probe retries until it passes or this deadline expires;
+        answers that waiting cannot change (401, 400 missing_apiKey, a document that is not a SuiteConfig,
+        a rejected certificate) stop its retries at once.
+      - V(0) means exactly one attempt per probe.
+    type: float
+    default: 120
+  interval:
+    description:
+      - Seconds between two attempts of one probe.
+    type: float
+    default: 2
+  request_timeout:
+    description:
+      - Seconds one attempt (one HTTP request, one Postgres ping) may take.
+    type: float
+    default: 5
+  validate_certs:
+    description:
+      - Verify TLS certificates of https URLs. Set to V(false) only for a self-signed test certificate.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    description: The probes are read-only, so they run in check mode too.
+    support: full
+  diff_mode:
+    description: Nothing changes, so there is no diff.
+    support: none
+notes:
+  - Redirects are not followed (like C(curl) without C(-L)); a 3xx answer of the dashboard passes.
+  - The api key and the anon key are never part of a result, a failure message or the log.
+  - The probes and causes follow the PayCraft self-hosting runbook, section 6 (Smoke test) and section 7
+    (Troubleshooting).
+"""
+
+EXAMPLES = r"""
+- name: Smoke-test the stack on this host
+  paycraft.selfhost.paycraft_smoke:
+    api_key: pk_test_local
+    anon_key: "{{ paycraft_env.PAYCRAFT_ANON_KEY }}"
+
+- name: Wait at most 30 s for Postgres and the gateway only
+  paycraft.selfhost.paycraft_smoke:
+    probes: [gateway, postgres]
+    timeout: 30
+
+- name: Probe a TLS-terminated deployment behind a sub-path
+  paycraft.selfhost.paycraft_smoke:
+    api_url: https://billing.acme.com
+    config_path: /paycraft/functions/v1/config
+    dashboard_url: https://dashboard.billing.acme.com
+    api_key: "{{ paycraft_smoke_api_key }}"
+    probes: [suite_config, gateway, dashboard]
+  register: smoke
+
+- name: Show the result
+  ansible.builtin.debug:
+    msg: "{{ smoke.summary }}"
+"""
+
+RETURN = r"""
+summary:
+  description: One line with the count of passed probes and each probe's latency.
+  returned: always
+  type: str
+  sample: "smoke: 4/4 probes passed (suite_config 35 ms, gateway 3 ms, postgres 2 ms, dashboard 12 ms)"
+probes:
+  description: One result per probe that ran, keyed by probe name.
+  returned: always
+  type: dict
+  contains:
+    ok:
+      description: Whether the probe passed.
+      type: bool
+    attempts:
+      description: How many attempts the probe made.
+      type: int
+    latency_ms:
+      description: Duration of the last attempt in milliseconds.
+      type: float
+    status:
+      description:
+        - HTTP status of the last answer, or the Postgres state (C(accepting), C(rejecting), C(no response)),
+          or when no HTTP answer came C(refused), C(timeout), C(closed) or C(tls).
+      type: raw
+    detail:
+      description: What the last attempt saw, short (at most the first 200 characters of a body).
+      type: str
+    cause_id:
+      description: Key of the cause in the collection's Troubleshooting table; null when the probe passed.
+      type: str
+    cause:
+      description: The likely cause, the runbook's Troubleshooting heading where it has one.
+      type: str
+    explanation:
+      description: The runbook's explanation of that cause.
+      type: str
+    runbook:
+      description: Whether the cause is a Troubleshooting entry of the runbook (else one of the collection's).
+      type: bool
+    next:
+      description: The next commands to run (paths relative to C(infra/selfhost), as in the runbook).
+      type: list
+      elements: str
+  sample:
+    postgres:
+      ok: true
+      attempts: 1
+      latency_ms: 2.1
+      status: accepting
+      detail: server requests authentication (accepting connections)
+      cause_id: null
+      cause: null
+      explanation: null
+      runbook: null
+      next: []
+suite_config:
+  description: The SuiteConfig document when the suite_config probe passed (it is not secret), else null.
+  returned: always
+  type: dict
+  sample:
+    tenant_id: tenant-3f2a
+    products: []
+    providers: []
+    paywall: {}
+    cache_ttl_seconds: 3600
+msg:
+  description:
+    - On failure, the summary then one line per failed probe, in the form
+      C(<probe>) C(<what was seen>) — likely cause C(<heading>), then C(Next) and the commands.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "api_url": {"type": "str", "default": smoke.DEFAULTS["api_url"]},
+            "config_path": {"type": "str", "default": smoke.DEFAULTS["config_path"]},
+            "api_key": {"type": "str", "no_log": True},
+            "anon_key": {"type": "str", "no_log": True},
+            "dashboard_url": {"type": "str", "default": smoke.DEFAULTS["dashboard_url"]},
+            "db_host": {"type": "str", "default": smoke.DEFAULTS["db_host"]},
+            "db_port": {"type": "int", "default": smoke.DEFAULTS["db_port"]},
+            "probes": {"type": "list", "elements": "str", "choices": list(smoke.PROBES),
+                       "default": list(smoke.PROBES)},
+            "timeout": {"type": "float", "default": smoke.DEFAULTS["timeout"]},
+            "interval": {"type": "float", "default": smoke.DEFAULTS["interval"]},
+            "request_timeout": {"type": "float", "default": smoke.DEFAULTS["request_timeout"]},
+            "validate_certs": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    params = dict(module.params)
+    errors = smoke.validate(params)
+    if errors:
+        module.fail_json(msg="paycraft_smoke: invalid parameters: " + "; ".join(errors), changed=False)
+
+    outcome = smoke.run_probes(params)
+    result = {
+        "changed": False,
+        "probes": outcome["probes"],
+        "suite_config": outcome["suite_config"],
+        "summary": outcome["summary"],
+    }
+    if not outcome["ok"]:
+        module.fail_json(msg=outcome["message"], **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
