@@ -44,3 +44,23 @@ def query(params: dict, sql: str, args=None) -> list[tuple]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+RUN_ENGINE = HERE / "run_engine.py"
+
+
+def engine_env(params: dict) -> dict:
+    """Environment for run_engine.py: connection in PG* variables, password never in argv."""
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import migrate
+
+    # .../ansible_collections/paycraft/selfhost/plugins/module_utils/migrate.py -> the collections root
+    collections_root = Path(migrate.__file__).parents[5]
+    return {
+        **os.environ,
+        "PAYCRAFT_COLLECTIONS_ROOT": str(collections_root),
+        "PGHOST": params["host"],
+        "PGPORT": str(params["port"]),
+        "PGUSER": params["user"],
+        "PGDATABASE": params["dbname"],
+        "PGPASSWORD": params["password"],
+    }
