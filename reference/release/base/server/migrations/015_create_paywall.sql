@@ -1,0 +1,15 @@
+-- One paywall configuration per tenant (rendered by the SDK).
+CREATE TABLE IF NOT EXISTS public.paywall (
+  tenant_id   uuid PRIMARY KEY REFERENCES public.tenants (id) ON DELETE CASCADE,
+  config      jsonb NOT NULL DEFAULT jsonb_build_object(
+                'layout', 'default',
+                'headline', 'Upgrade to Pro',
+                'trial_days', 0,
+                'show_close_button', true
+              ),
+  updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE TRIGGER paywall_set_updated_at
+  BEFORE UPDATE ON public.paywall
+  FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
