@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Render nginx.conf from a Kong 3 declarative configuration (DB-less mode).
+
+Reads KONG_DECLARATIVE_CONFIG (services[] with url or protocol/host/port/path
+and routes[] with paths[], strip_path, preserve_host; top-level routes[] with
+`service` also work) and KONG_PROXY_LISTEN, writes an nginx configuration
+that proxies each route path prefix (longest prefix wins, as in Kong) to its
+service, resolving service hosts at request time through the container's DNS
+(so a service that does not resolve gives 502, as Kong does). Everything else
+in the file (plugins, consumers, hosts/methods matchers, regex paths) is
+reported and ignored.
+
+Usage: render.py OUTPUT_FILE
+"""
+import os
+import re
+import sys
+from urllib.parse import urlsplit
+
+import yaml
+
+KONG_VERSION = "3.7.1"
+NOT_FOUND = '{"message":"no Route matched with those values"}'
+BAD_GATEWAY = '{"message":"An invalid response was received from the upstream server"}'
+TIMEOUT = '{"message":"The upstream server is timing out"}'
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+def fail(msg):
+    print(f"kong: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def note(msg):
+    print(f"kong: {msg}", file=sys.stderr)
+
+
+def nginx_string(value):
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def service_target(svc):
+    name = svc.get("name") or "<unnamed>"
+    if svc.get("url"):
+        parts = urlsplit(svc["url"])
+        protocol, host, port, path = parts.scheme, parts.hostname, parts.port, parts.path
+    else:
+        protocol, host, port, path = svc.get("protocol"), svc.get("host"), svc.get("port"), svc.get("path")
+    protocol = protocol or "http"
+    if protocol not in ("http", "https"):
+        fail(f"service '{name}': protocol '{protocol}' is not supported (http and https are)")
+    if not host:
+        fail(f"service '{name}': no host (give `url` or `host`)")
+    port = int(port or (443 if protocol == "https" else 80))
+    path = path or ""
+    if path and not SAFE_PATH.match(path):
+        fail(f"service '{name}': invalid path '{path}'")
+    return {"name": name, "protocol": protocol, "host": host, "port": port, "path": path.rstrip("/"),
+            "connect_timeout": int(svc.get("connect_timeout") or 60000),
+            "read_timeout": int(svc.get("read_timeout") or 60000),
+            "write_timeout": int(svc.get("write_timeout") or 60000)}
+
+
+def collect_routes(config):
+    services = {}
+    routes = []
+    for svc in config.get("services") or []:
+        target = service_target(svc)
+        services[target["name"]] = target
+        for plugin in svc.get("plugins") or []:
+            note(f"plugin '{plugin.get('name')}' on service '{target['name']}' is not supported: ignored")
+        for route in svc.get("routes") or []:
+            routes.append((route, target))
+    for route in config.get("routes") or []:
+        ref = route.get("service")
+        ref = ref.get("name") if isinstance(ref, dict) else ref
+        if ref not in services:
+            fail(f"route '{route.get('name')}': unknown service '{ref}'")
+        routes.append((route, services[ref]))
+    for plugin in config.get("plugins") or []:
+        note(f"global plugin '{plugin.get('name')}' is not supported: ignored")
+    for key in ("consumers", "upstreams", "certificates"):
+        if config.get(key):
+            note(f"'{key}' are not supported: ignored")
+    return routes
+
+
+def resolvers():
+    found = []
+    try:
+        with open("/etc/resolv.conf") as fh:
+            for line in fh:
+                bits = line.split()
+                if len(bits) >= 2 and bits[0] == "nameserver":
+                    found.append(f"[{bits[1]}]" if ":" in bits[1] else bits[1])
+    except OSError:
+        pass
+    return found or ["127.0.0.11"]
+
+
+def listen_directives(spec):
+    out = []
+    for item in (spec or "0.0.0.0:8000").split(","):
+        words = item.split()
+        if not words or words[0] == "off":
+            continue
+        if "ssl" in words[1:]:
+            note(f"proxy listener '{item.strip()}': TLS is not supported, ignored")
+            continue
+        out.append(f"listen {words[0]};")
+    if not out:
+        fail("KONG_PROXY_LISTEN has no usable plain-HTTP listener")
+    return out
+
+
+def location_block(route, target, prefix, index):
+    strip = route.get("strip_path", True)
+    preserve_host = route.get("preserve_host", False)
+    var = f"$kong_upstream_{index}"
+    lines = [f"location ^~ {prefix} {{", f"    set {var} {target['host']};"]
+    rest = re.escape(prefix).replace("/", "\\/")
+    base = target["path"]
+    if strip:
+        # Kong: upstream path = service path + what follows the matched prefix.
+        lines.append(f"    rewrite ^{rest}/?(.*)$ {base}/$1 break;")
+    elif base:
+        lines.append(f"    rewrite ^(.*)$ {base}$1 break;")
+    forwarded_prefix = prefix.rstrip("/") if strip else '""'
+    lines += [
+        f"    proxy_set_header Host {'$http_host' if preserve_host else var};",
+        f"    proxy_set_header X-Forwarded-Prefix {forwarded_prefix};",
+        f"    proxy_connect_timeout {target['connect_timeout']}ms;",
+        f"    proxy_read_timeout {target['read_timeout']}ms;",
+        f"    proxy_send_timeout {target['write_timeout']}ms;",
+        f"    proxy_pass {target['protocol']}://{var}:{target['port']};",
+        "}",
+    ]
+    return lines
+
+
+def render(config, listen_spec):
+    if not isinstance(config, dict):
+        fail("declarative config is not a YAML mapping")
+    if not str(config.get("_format_version", "")).startswith(("1", "2", "3")):
+        fail("declarative config has no valid _format_version (expected '3.0')")
+    locations = {}
+    for index, (route, target) in enumerate(collect_routes(config)):
+        name = route.get("name") or f"route-{index}"
+        for key in ("hosts", "methods", "headers", "snis"):
+            if route.get(key):
+                note(f"route '{name}': '{key}' matching is not supported: ignored")
+        for plugin in route.get("plugins") or []:
+            note(f"plugin '{plugin.get('name')}' on route '{name}' is not supported: ignored")
+        for path in route.get("paths") or []:
+            if path.startswith("~"):
+                note(f"route '{name}': regex path '{path}' is not supported: ignored")
+                continue
+            if not SAFE_PATH.match(path):
+                fail(f"route '{name}': invalid path '{path}'")
+            if path in locations:
+                note(f"route '{name}': path '{path}' already routed: ignored")
+                continue
+            locations[path] = location_block(route, target, path, len(locations))
+            note(f"route '{name}': {path} -> {target['protocol']}://{target['host']}:{target['port']}"
+                 f"{target['path']} (strip_path={route.get('strip_path', True)})")
+    server = [
+        *listen_directives(listen_spec),
+        "location @kong_502 { default_type application/json; return 502 " + nginx_string(BAD_GATEWAY) + "; }",
+        "location @kong_504 { default_type application/json; return 504 " + nginx_string(TIMEOUT) + "; }",
+        "error_page 502 503 = @kong_502;",
+        "error_page 504 = @kong_504;",
+    ]
+    for path in sorted(locations):
+        server += locations[path]
+        # Kong matches plain prefixes: "/auth/v1" is not under "/auth/v1/" (and
+        # nginx would otherwise answer it with a 301 redirect).
+        if path.endswith("/") and len(path) > 1 and path.rstrip("/") not in locations:
+            server.append(f"location = {path.rstrip('/')} {{ return 404 {nginx_string(NOT_FOUND)}; }}")
+    if "/" not in locations:
+        server.append(f"location / {{ return 404 {nginx_string(NOT_FOUND)}; }}")
+    lines = [
+        "# Generated at container start from the Kong declarative configuration.",
+        "include /etc/nginx/modules-enabled/*.conf;",
+        "worker_processes 1;",
+        "pid /tmp/kong/nginx.pid;",
+        "error_log stderr notice;",
+        "events { worker_connections 1024; }",
+        "http {",
+        "    access_log /dev/stdout;",
+        "    default_type application/json;",
+        "    server_tokens off;",
+        f"    more_set_headers 'Server: kong/{KONG_VERSION}';",
+        f"    resolver {' '.join(resolvers())} valid=10s ipv6=off;",
+        "    resolver_timeout 5s;",
+        "    client_max_body_size 0;",
+        "    client_body_temp_path /tmp/kong/client_body;",
+        "    proxy_temp_path /tmp/kong/proxy;",
+        "    fastcgi_temp_path /tmp/kong/fastcgi;",
+        "    uwsgi_temp_path /tmp/kong/uwsgi;",
+        "    scgi_temp_path /tmp/kong/scgi;",
+        "    proxy_http_version 1.1;",
+        "    proxy_buffering off;",
+        "    proxy_request_buffering off;",
+        "    map $http_upgrade $kong_connection { default upgrade; '' keep-alive; }",
+        "    proxy_set_header Upgrade $http_upgrade;",
+        "    proxy_set_header Connection $kong_connection;",
+        "    proxy_set_header X-Real-IP $remote_addr;",
+        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "    proxy_set_header X-Forwarded-Proto $scheme;",
+        "    proxy_set_header X-Forwarded-Host $host;",
+        "    proxy_set_header X-Forwarded-Port $server_port;",
+        f"    add_header Via 'kong/{KONG_VERSION}' always;",
+        "    server {",
+    ]
+    lines += ["        " + line for line in server]
+    lines += ["    }", "}", ""]
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) != 2:
+        fail("usage: render.py OUTPUT_FILE")
+    if (os.environ.get("KONG_DATABASE") or "off") != "off":
+        note(f"KONG_DATABASE={os.environ['KONG_DATABASE']} is not supported: running DB-less")
+    source = os.environ.get("KONG_DECLARATIVE_CONFIG")
+    if not source:
+        fail("KONG_DECLARATIVE_CONFIG is not set (DB-less mode needs a declarative config file)")
+    try:
+        with open(source) as fh:
+            config = yaml.safe_load(fh)
+    except OSError as exc:
+        fail(f"error parsing declarative config file {source}: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        fail(f"error parsing declarative config file {source}: {exc}")
+    text = render(config, os.environ.get("KONG_PROXY_LISTEN"))
+    with open(argv[1], "w") as fh:
+        fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
