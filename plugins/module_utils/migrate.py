@@ -440,10 +440,19 @@ class MigrationResult:
     ledger_altered: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    check_mode: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.applied or self.adopted or self.accepted_changes or self.ledger_created or self.ledger_altered)
+        """Anything applied or the ledger altered (in check mode: would be)."""
+        return bool(
+            self.applied
+            or self.adopted
+            or self.accepted_changes
+            or self.ledger_created
+            or self.ledger_altered
+            or (self.check_mode and self.pending)
+        )
 
     @property
     def summary(self) -> str:
@@ -608,6 +617,8 @@ class Engine:
         exists = cur.fetchone()[0] is not None
         if not exists:
             if self.check_mode:
+                self.result.ledger_created = True  # would be created
+                self.result.ledger_altered = [c for c, _ in LEDGER_EXTRA_COLUMNS]
                 return {}
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.ledger}"
@@ -646,7 +657,8 @@ class Engine:
                 todo = self._select(migrations, ledger)
                 res.pending = [m.version for m in todo]
                 if self.check_mode:
-                    res.applied = []
+                    res.check_mode = True
+                    res.adopted = [m.version for m in migrations if m.version in ledger and ledger[m.version] is None]
                     for m in todo:
                         plan_migration(m)  # report refusals in check mode too
                         self._say(f"would apply {m.version}")
