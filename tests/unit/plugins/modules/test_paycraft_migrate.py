@@ -16,8 +16,7 @@ pytestmark = pytest.mark.postgres
 FILES = {
     "041_base.sql": "CREATE TABLE subs(id serial PRIMARY KEY, status text);\n",
     "042_add_coupons_v2.sql": (
-        "BEGIN;\nCREATE TABLE coupons(code text PRIMARY KEY);\n"
-        "CREATE POLICY p ON subs USING (id > 0);\nCOMMIT;\n"
+        "BEGIN;\nCREATE TABLE coupons(code text PRIMARY KEY);\nCREATE POLICY p ON subs USING (id > 0);\nCOMMIT;\n"
     ),
     "043_widen_subscription_status.sql": "ALTER TABLE subs ALTER COLUMN status TYPE varchar(64);\n",
 }
