@@ -1,0 +1,475 @@
+"""The reference release, v1.0.0 and its successors.
+
+* Without Docker (``postgres``): the generated repository (deterministic,
+  idempotent), generate-keys.sh, and the release's migrations applied by its
+  own migrations-bootstrap.sh to a database bootstrapped like the db image:
+  tenancy on signup, RLS, the SuiteConfig RPC, the v1.1.0 upgrade and the
+  broken migration of v1.1.1.
+* With Docker (``docker``): the runbook by hand on v1.0.0 — images built,
+  repository cloned by ``file://``, ``.env`` from openssl, ``docker compose
+  up``, the release's migrations-bootstrap.sh, then the request path
+  through Kong on 54321 and the dashboard on 3000.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import pytest
+from conftest import missing, wait_for
+from conftest_release import (
+    API,
+    BUILD_IMAGES,
+    CONTAINERS,
+    DASHBOARD,
+    DB_BOOTSTRAP_SQL,
+    MIGRATIONS_V1_0_0,
+    MIGRATIONS_V1_1_0,
+    checkout,
+    clone_release,
+    compose,
+    container_state,
+    db_bootstrap,
+    http,
+    logs,
+    make_release,
+    migrations_bootstrap,
+    missing_images,
+    port_in_use,
+    remove_leftover_stack,
+    run,
+    signup,
+    wait_http,
+    write_env,
+)
+
+SUMMARY = re.compile(r"^✅ migrations: (\d+) applied, (\d+) skipped$", re.M)
+
+
+def summary(out: str) -> tuple[int, int]:
+    m = SUMMARY.search(out)
+    assert m, f"no summary line in:\n{out}"
+    return int(m.group(1)), int(m.group(2))
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("release") / "paycraft.git"
+    make_release(dest)
+    return dest
+
+
+# --- the generated repository -------------------------------------------
+
+
+def refs(repo: Path) -> str:
+    return run(["git", "for-each-ref", "--format=%(refname) %(objectname)"], cwd=repo).stdout
+
+
+def test_release_is_deterministic_and_idempotent(origin, tmp_path):
+    other = tmp_path / "again.git"
+    make_release(other)
+    assert refs(other) == refs(origin), "two generations gave different commit ids"
+    tags = run(["git", "tag", "-l"], cwd=origin).stdout.split()
+    assert tags == ["v1.0.0", "v1.1.0", "v1.1.1-broken-migration", "v1.1.2-broken-function",
+                    "v1.2.0-upstream-shape"]
+    for tag in tags:
+        assert run(["git", "cat-file", "-t", tag], cwd=origin).stdout.strip() == "tag", f"{tag} is not annotated"
+    head_before = (origin / ".git" / "HEAD").stat().st_mtime_ns
+    again = make_release(origin)
+    assert "up to date" in again.stdout
+    assert (origin / ".git" / "HEAD").stat().st_mtime_ns == head_before
+    assert refs(origin) == refs(other)
+
+
+def test_release_refuses_a_foreign_destination(tmp_path):
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "precious.txt").write_text("keep me\n")
+    proc = run(["bash", str(Path(__file__).resolve().parents[3] / "reference" / "make-release.sh"), str(dest)],
+               check=False)
+    assert proc.returncode != 0
+    assert "was not made by this script" in proc.stderr
+    assert (dest / "precious.txt").read_text() == "keep me\n"
+
+
+def test_v1_0_0_layout(origin, tmp_path):
+    clone = clone_release(origin, tmp_path / "paycraft", "v1.0.0")
+    selfhost = clone / "infra" / "selfhost"
+    for name in ("docker-compose.yaml", ".env.example", "kong.yml", "generate-keys.sh",
+                 "migrations-bootstrap.sh", "README.md"):
+        assert (selfhost / name).is_file(), name
+    for name in ("generate-keys.sh", "migrations-bootstrap.sh"):
+        assert os.access(selfhost / name, os.X_OK), f"{name} is not executable"
+    migrations = sorted(p.name for p in (clone / "server" / "migrations").glob("*.sql"))
+    assert len(migrations) == MIGRATIONS_V1_0_0
+    assert "030_create_tenants_trigger.sql" in migrations
+    assert (clone / "supabase" / "functions" / "main" / "index.ts").is_file()
+    assert (clone / "supabase" / "functions" / "config" / "index.ts").is_file()
+    pkg = json.loads((clone / "dashboard" / "package.json").read_text())
+    assert set(pkg["scripts"]) >= {"build", "start"}
+    assert not pkg.get("dependencies") and not pkg.get("devDependencies")
+
+
+def test_generate_keys_signs_with_the_jwt_secret(origin, tmp_path):
+    clone = clone_release(origin, tmp_path / "paycraft", "v1.0.0")
+    selfhost = clone / "infra" / "selfhost"
+    secret = base64.b64encode(os.urandom(32)).decode()
+    (selfhost / ".env").write_text(f"PAYCRAFT_DB_PASSWORD=x\nPAYCRAFT_JWT_SECRET={secret}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCRAFT_")}
+    out = run(["./generate-keys.sh"], cwd=selfhost, env=env).stdout
+    lines = dict(line.split("=", 1) for line in out.splitlines())
+    assert set(lines) == {"PAYCRAFT_ANON_KEY", "PAYCRAFT_SERVICE_ROLE_KEY"}
+    now = time.time()
+    for key, role in (("PAYCRAFT_ANON_KEY", "anon"), ("PAYCRAFT_SERVICE_ROLE_KEY", "service_role")):
+        claims = jwt.decode(lines[key], secret, algorithms=["HS256"])
+        assert claims["role"] == role
+        assert claims["iss"] == "supabase"
+        assert abs(claims["iat"] - now) < 300
+        assert claims["exp"] - claims["iat"] >= 10 * 365 * 24 * 3600
+        with pytest.raises(jwt.InvalidSignatureError):
+            jwt.decode(lines[key], secret + "x", algorithms=["HS256"])
+    (selfhost / ".env").write_text("PAYCRAFT_DB_PASSWORD=x\n")
+    proc = run(["./generate-keys.sh"], cwd=selfhost, env=env, check=False)
+    assert proc.returncode != 0 and "PAYCRAFT_JWT_SECRET is empty" in proc.stderr
+    assert proc.stdout == ""
+
+
+# --- migrations on a real PostgreSQL (no Docker) ---------------------------
+
+
+@pytest.fixture
+def supa_db(pg_db):
+    """A fresh database bootstrapped like the db image's initdb."""
+    if shutil.which("psql") is None:
+        missing("psql (postgresql-client)")
+    if not DB_BOOTSTRAP_SQL.is_file():
+        missing(f"the db image's bootstrap SQL ({DB_BOOTSTRAP_SQL})")
+    db_bootstrap(pg_db)
+    return pg_db
+
+
+def connect(params):
+    import psycopg2
+
+    conn = psycopg2.connect(**params)
+    conn.autocommit = True
+    return conn
+
+
+def query(conn, sql, args=None, role=None, claims=None):
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        try:
+            if role:
+                cur.execute(f"SET LOCAL ROLE {role}")
+            if claims is not None:
+                cur.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
+            cur.execute(sql, args)
+            rows = cur.fetchall() if cur.description else None
+            cur.execute("COMMIT")
+            return rows
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+
+
+def new_user(conn, email):
+    """What GoTrue does on /signup: insert into auth.users as supabase_auth_admin."""
+    return query(conn, "INSERT INTO auth.users (email, encrypted_password, raw_user_meta_data) "
+                       "VALUES (%s, extensions.crypt('pw', extensions.gen_salt('bf')), '{}') RETURNING id",
+                 (email,), role="supabase_auth_admin")[0][0]
+
+
+@pytest.mark.postgres
+def test_v1_0_0_migrations_apply_once_with_the_release_script(origin, tmp_path, supa_db):
+    clone = clone_release(origin, tmp_path / "paycraft", "v1.0.0")
+    selfhost = clone / "infra" / "selfhost"
+    first = migrations_bootstrap(selfhost, supa_db)
+    assert summary(first.stdout) == (MIGRATIONS_V1_0_0, 0)
+    applied = re.findall(r"^apply (\S+)$", first.stdout, re.M)
+    assert applied == sorted(p.stem for p in (clone / "server" / "migrations").glob("*.sql"))
+    second = migrations_bootstrap(selfhost, supa_db)
+    assert summary(second.stdout) == (0, MIGRATIONS_V1_0_0)
+    assert "apply " not in second.stdout
+    conn = connect(supa_db)
+    ledger = [r[0] for r in query(conn, "SELECT version FROM _paycraft_migrations ORDER BY version")]
+    assert ledger == applied
+    tables = {r[0] for r in query(conn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                        "AND rowsecurity")}
+    assert tables == {"tenants", "tenant_members", "api_keys", "products", "providers", "paywall"}
+    # the ledger is not API surface
+    with pytest.raises(Exception, match="permission denied"):
+        query(conn, "SELECT * FROM _paycraft_migrations", role="authenticated")
+
+
+@pytest.mark.postgres
+def test_signup_tenancy_rls_and_suite_config(origin, tmp_path, supa_db):
+    import psycopg2
+
+    clone = clone_release(origin, tmp_path / "paycraft", "v1.0.0")
+    migrations_bootstrap(clone / "infra" / "selfhost", supa_db)
+    conn = connect(supa_db)
+    alice, bob = new_user(conn, "alice@acme.test"), new_user(conn, "bob@other.test")
+
+    members = query(conn, "SELECT user_id, role, tenant_id FROM tenant_members ORDER BY created_at")
+    assert [(str(u), r) for u, r, _ in members] == [(str(alice), "owner"), (str(bob), "owner")]
+    assert members[0][2] != members[1][2], "each signup gets its own tenant"
+
+    # the owner reads its own key through RLS, as GET /rest/v1/api_keys?select=key does
+    alice_keys = query(conn, "SELECT key, tenant_id FROM api_keys", role="authenticated",
+                       claims={"sub": str(alice), "role": "authenticated"})
+    assert len(alice_keys) == 1
+    key, tenant = alice_keys[0]
+    assert re.fullmatch(r"pk_test_[0-9a-f]{32}", key)
+    assert str(tenant) == str(members[0][2])
+    assert query(conn, "SELECT key FROM api_keys", role="anon") == []
+    assert query(conn, "SELECT count(*) FROM tenants", role="authenticated",
+                 claims={"sub": str(bob), "role": "authenticated"}) == [(1,)]
+
+    config = query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")[0][0]
+    assert config["tenant_id"] == f"tenant-{tenant}"
+    assert config["products"] == [] and config["providers"] == []
+    assert config["paywall"]["layout"] == "default"
+    assert config["cache_ttl_seconds"] == 3600
+
+    # products and providers of the tenant show up; disabled/inactive ones do not
+    query(conn, "INSERT INTO products (tenant_id, sku, name, price_cents) VALUES (%s, 'pro.monthly', 'Pro', 499), "
+                "(%s, 'old', 'Old', 1)", (tenant, tenant))
+    query(conn, "UPDATE products SET active = false WHERE sku = 'old'")
+    query(conn, "INSERT INTO providers (tenant_id, kind, enabled, config) VALUES "
+                "(%s, 'stripe', true, '{\"publishable_key\": \"pk_test_x\"}'), (%s, 'razorpay', false, '{}')",
+          (tenant, tenant))
+    config = query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")[0][0]
+    assert [p["sku"] for p in config["products"]] == ["pro.monthly"]
+    assert [p["kind"] for p in config["providers"]] == ["stripe"]
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        query(conn, "INSERT INTO providers (tenant_id, kind, config) VALUES (%s, 'custom', "
+                    "'{\"secret_key\": \"sk_live_x\"}')", (tenant,))
+
+    # unknown, malformed and revoked keys raise; only service_role may call it
+    for bad in ("pk_test_" + "0" * 32, "nope"):
+        with pytest.raises(psycopg2.errors.RaiseException, match="invalid_apiKey"):
+            query(conn, "SELECT public.get_suite_config(%s)", (bad,), role="service_role")
+    for role in ("anon", "authenticated"):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            query(conn, "SELECT public.get_suite_config(%s)", (key,), role=role)
+    query(conn, "UPDATE api_keys SET revoked_at = now() WHERE key = %s", (key,))
+    with pytest.raises(psycopg2.errors.RaiseException, match="invalid_apiKey"):
+        query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")
+
+
+@pytest.mark.postgres
+def test_upgrade_to_v1_1_0_backfills_and_v1_1_1_fails_part_way(origin, tmp_path, supa_db):
+    import psycopg2
+
+    clone = clone_release(origin, tmp_path / "paycraft", "v1.0.0")
+    selfhost = clone / "infra" / "selfhost"
+    migrations_bootstrap(selfhost, supa_db)
+    conn = connect(supa_db)
+    owner = new_user(conn, "owner@eu.test")
+    tenant, key = query(conn, "SELECT k.tenant_id, k.key FROM api_keys k JOIN tenant_members m USING (tenant_id) "
+                              "WHERE m.user_id = %s", (owner,))[0]
+    query(conn, "INSERT INTO products (tenant_id, sku, name, price_cents, metadata) VALUES "
+                "(%s, 'pro', 'Pro', 999, '{\"currency\": \"eur\"}'), (%s, 'lite', 'Lite', 199, '{}')",
+          (tenant, tenant))
+    query(conn, "UPDATE paywall SET config = config || '{\"trial_days\": 7}' WHERE tenant_id = %s", (tenant,))
+
+    checkout(clone, "v1.1.0")
+    up = migrations_bootstrap(selfhost, supa_db)
+    assert summary(up.stdout) == (MIGRATIONS_V1_1_0 - MIGRATIONS_V1_0_0, MIGRATIONS_V1_0_0)
+    assert query(conn, "SELECT default_currency FROM tenants WHERE id = %s", (tenant,)) == [("EUR",)]
+    assert query(conn, "SELECT sku, currency FROM products ORDER BY sku") == [("lite", "EUR"), ("pro", "EUR")]
+    config = query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")[0][0]
+    assert config["schema_version"] == 2 and config["currency"] == "EUR"
+    assert config["features"]["trials"] is True
+    assert {p["currency"] for p in config["products"]} == {"EUR"}
+    # a tenant created after the upgrade gets the defaults
+    later = new_user(conn, "later@us.test")
+    assert query(conn, "SELECT t.default_currency FROM tenants t JOIN tenant_members m ON m.tenant_id = t.id "
+                       "WHERE m.user_id = %s", (later,)) == [("USD",)]
+
+    checkout(clone, "v1.1.1-broken-migration")
+    before = query(conn, "SELECT version FROM _paycraft_migrations ORDER BY version")
+    broken = migrations_bootstrap(selfhost, supa_db, check=False)
+    assert broken.returncode != 0
+    assert "apply 060_products_archived_at" in broken.stdout
+    assert "apply 061_provider_kinds" in broken.stdout
+    assert "✅" not in broken.stdout
+    assert "061_provider_kinds" in broken.stderr and "null value" in broken.stderr
+    after = [r[0] for r in query(conn, "SELECT version FROM _paycraft_migrations ORDER BY version")]
+    assert after == [r[0] for r in before] + ["060_products_archived_at"]
+    assert query(conn, "SELECT to_regclass('public.provider_kinds')") == [(None,)], "061 left a table behind"
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        query(conn, "INSERT INTO providers (tenant_id, kind) VALUES (%s, 'paypal')", (tenant,))
+    # retried, it fails the same way: the ledger keeps pointing at 061
+    again = migrations_bootstrap(selfhost, supa_db, check=False)
+    assert again.returncode != 0 and "apply 061_provider_kinds" in again.stdout
+    assert "apply 060" not in again.stdout
+
+
+# --- the runbook by hand on Docker (v1.0.0) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine):
+    if not BUILD_IMAGES.is_file():
+        missing(f"{BUILD_IMAGES} (the reference images)")
+    proc = subprocess.run(["bash", str(BUILD_IMAGES)], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"reference/build-images.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    absent = missing_images()
+    if absent:
+        pytest.fail(f"reference/build-images.sh did not produce {absent}")
+
+
+@pytest.fixture(scope="module")
+def stack(images, origin, tmp_path_factory):
+    """v1.0.0 up by hand, as runbook section 2 does it; torn down with -v."""
+    remove_leftover_stack()
+    busy = [p for p in (54321, 54322, 3000) if port_in_use(p)]
+    if busy:
+        pytest.fail(f"host ports {busy} are in use: another PayCraft stack (or other service) is running")
+    root = tmp_path_factory.mktemp("stack")
+    clone = clone_release(origin, root / "paycraft", "v1.0.0")
+    selfhost = clone / "infra" / "selfhost"
+    try:
+        values = write_env(selfhost)
+        compose(selfhost, "up", "-d", "db", "auth", "kong")
+        wait_for(lambda: container_state(CONTAINERS["db"]).get("Health", {}).get("Status") == "healthy",
+                 timeout=120, what="paycraft_db healthy")
+        boot = migrations_bootstrap(selfhost)
+        compose(selfhost, "up", "-d", "edge-runtime", "dashboard")
+        yield {"selfhost": selfhost, "env": values, "bootstrap": boot}
+    finally:
+        with contextlib.suppress(Exception):
+            compose(selfhost, "down", "-v", "--remove-orphans", check=False, timeout=180)
+        remove_leftover_stack()
+
+
+def functions_ready(stack):
+    wait_http(f"{API}/functions/v1/config", ok=lambda r: r.status == 400, timeout=180,
+              what="the config function behind Kong (edge runtime up)")
+
+
+@pytest.mark.docker
+def test_postgres_healthy_and_migrations_applied(stack):
+    assert summary(stack["bootstrap"].stdout) == (MIGRATIONS_V1_0_0, 0)
+    out = run(["docker", "exec", CONTAINERS["db"], "pg_isready", "-U", "postgres"]).stdout
+    assert "accepting connections" in out
+    volumes = run(["docker", "volume", "ls", "-q"]).stdout.split()
+    assert "selfhost_paycraft-db" in volumes
+    ledger = run(["docker", "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-tAc",
+                  "SELECT count(*) FROM _paycraft_migrations"]).stdout.strip()
+    assert ledger == str(MIGRATIONS_V1_0_0)
+
+
+@pytest.mark.docker
+def test_signup_then_config_through_kong(stack):
+    functions_ready(stack)
+    anon = stack["env"]["PAYCRAFT_ANON_KEY"]
+    session = signup(f"owner-{uuid.uuid4().hex[:8]}@acme.test", "correct horse battery", anon)
+    token = session["access_token"]
+    auth = {"apikey": anon, "Authorization": f"Bearer {token}"}
+    keys = http("GET", f"{API}/rest/v1/api_keys?select=key", headers=auth)
+    assert keys.status == 200, keys.text
+    assert len(keys.json_body) == 1
+    key = keys.json_body[0]["key"]
+    assert re.fullmatch(r"pk_test_[0-9a-f]{32}", key)
+    members = http("GET", f"{API}/rest/v1/tenant_members?select=tenant_id,role", headers=auth)
+    assert members.status == 200 and len(members.json_body) == 1
+    assert members.json_body[0]["role"] == "owner"
+
+    r = http("GET", f"{API}/functions/v1/config?apiKey={key}")
+    assert r.status == 200, r.text
+    assert r.headers.get("Content-Type", "").startswith("application/json")
+    cfg = r.json_body
+    assert set(cfg) >= {"tenant_id", "products", "providers", "paywall", "cache_ttl_seconds"}
+    assert cfg["tenant_id"] == f"tenant-{members.json_body[0]['tenant_id']}"
+    assert cfg["cache_ttl_seconds"] == 3600
+
+    # a second account cannot see the first one's key (RLS) and has its own tenant
+    other = signup(f"other-{uuid.uuid4().hex[:8]}@acme.test", "another long password", anon)
+    other_keys = http("GET", f"{API}/rest/v1/api_keys?select=key",
+                      headers={"apikey": anon, "Authorization": f"Bearer {other['access_token']}"})
+    assert other_keys.status == 200 and [k["key"] for k in other_keys.json_body] != [key]
+    assert len(other_keys.json_body) == 1
+    # anon sees nothing
+    anon_keys = http("GET", f"{API}/rest/v1/api_keys?select=key", headers={"apikey": anon,
+                                                                          "Authorization": f"Bearer {anon}"})
+    assert anon_keys.status == 200 and anon_keys.json_body == []
+
+
+@pytest.mark.docker
+def test_config_errors_and_unknown_function(stack):
+    functions_ready(stack)
+    r = http("GET", f"{API}/functions/v1/config")
+    assert (r.status, r.json_body["error"]) == (400, "missing_apiKey")
+    r = http("GET", f"{API}/functions/v1/config?apiKey=pk_test_{'0' * 32}")
+    assert (r.status, r.json_body) == (401, {"error": "invalid_apiKey"})
+    r = http("GET", f"{API}/functions/v1/config?apiKey=garbage")
+    assert (r.status, r.json_body) == (401, {"error": "invalid_apiKey"})
+    r = http("GET", f"{API}/functions/v1/nope")
+    assert (r.status, r.json_body) == (404, {"message": "Function not found"})
+    r = http("GET", f"{API}/")
+    assert r.status == 404 and "no Route matched" in r.text
+
+
+@pytest.mark.docker
+def test_service_key_signed_with_another_secret_fails(stack):
+    functions_ready(stack)
+    selfhost = stack["selfhost"]
+    anon = stack["env"]["PAYCRAFT_ANON_KEY"]
+    session = signup(f"keys-{uuid.uuid4().hex[:8]}@acme.test", "yet another password", anon)
+    key = http("GET", f"{API}/rest/v1/api_keys?select=key",
+               headers={"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}).json_body[0]["key"]
+    now = int(time.time())
+    wrong = jwt.encode({"role": "service_role", "iss": "supabase", "iat": now, "exp": now + 3600},
+                       "a-different-secret-" + uuid.uuid4().hex, algorithm="HS256")
+    env_file = selfhost / ".env"
+    original = env_file.read_text()
+    try:
+        env_file.write_text(re.sub(r"^PAYCRAFT_SERVICE_ROLE_KEY=.*$", f"PAYCRAFT_SERVICE_ROLE_KEY={wrong}",
+                                   original, flags=re.M))
+        compose(selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
+        r = wait_http(f"{API}/functions/v1/config?apiKey={key}", ok=lambda r: r.status not in (502, 503, 504),
+                      timeout=120, what="the recreated edge runtime")
+        assert r.status == 401, r.text
+        assert r.json_body["error"] == "service_role_key_rejected"
+        assert "PAYCRAFT_JWT_SECRET" in r.json_body["message"]
+        assert "generate-keys.sh" in r.json_body["message"]
+        # rest itself says why, as PostgREST does
+        direct = http("POST", f"{API}/rest/v1/rpc/get_suite_config", {"p_api_key": key},
+                      headers={"apikey": wrong, "Authorization": f"Bearer {wrong}"})
+        assert direct.status == 401
+    finally:
+        env_file.write_text(original)
+        compose(selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
+    r = wait_http(f"{API}/functions/v1/config?apiKey={key}", ok=lambda r: r.status == 200, timeout=120,
+                  what="the edge runtime with the right key again")
+    assert r.json_body["tenant_id"].startswith("tenant-")
+
+
+@pytest.mark.docker
+def test_dashboard_answers_on_3000(stack):
+    r = wait_http(f"{DASHBOARD}/", ok=lambda r: r.status == 200, timeout=180,
+                  what="the dashboard (npm install && npm run build && npm run start -- -p 3000)")
+    assert "PayCraft Dashboard" in r.text
+    assert stack["env"]["PAYCRAFT_SERVICE_ROLE_KEY"] not in r.text
+    health = http("GET", f"{DASHBOARD}/api/health")
+    assert health.status == 200
+    assert health.json_body["status"] == "ok" and health.json_body["version"] == "1.0.0"
+    assert health.json_body["serviceRoleConfigured"] is True
+    assert stack["env"]["PAYCRAFT_SERVICE_ROLE_KEY"] not in health.text
+    state = container_state(CONTAINERS["dashboard"])
+    assert state.get("Running"), logs(CONTAINERS["dashboard"])
