@@ -356,6 +356,15 @@ def tcp_listeners(proc_root: str = "/proc") -> dict[int, list[dict]]:
     return result
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline in a ``python -c`` script...) shown escaped: one finding, one line."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
 def redact_cmdline(cmdline: str) -> str:
     """Hide values of arguments that look like secrets (password=..., --token=...)."""
     return _SECRET_ARG.sub(r"\1***", cmdline)
@@ -407,7 +416,7 @@ def _process_info(proc_root: str, pid: int) -> dict:
             argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
     except OSError:
         argv = []
-    cmdline = redact_cmdline(" ".join(argv))
+    cmdline = _printable(redact_cmdline(" ".join(argv)))
     if len(cmdline) > 200:
         cmdline = cmdline[:197] + "..."
     return {"pid": pid, "comm": comm, "cmdline": cmdline}
@@ -534,7 +543,8 @@ def errors(findings) -> list[dict]:
 
 
 def finding_line(f: dict) -> str:
-    return f"{f['message']} {f['fix']}".strip()
+    """Message and fix on one line (whatever a message quoted, it never spans lines)."""
+    return _printable(f"{f['message']} {f['fix']}".strip())
 
 
 def failure_message(host: str, findings) -> str:

@@ -268,3 +268,13 @@ def test_failure_message_one_line_per_error():
     assert p.report_lines(findings)[1] == "[INFO] b: B is fine."
     with pytest.raises(ValueError):
         p.finding("x", "fatal", "?")
+
+
+def test_multiline_command_lines_stay_on_one_line(tmp_path):
+    root = _fake_proc(tmp_path)
+    (root / "net" / "tcp").write_text(TCP)
+    _process(root, 55, "python3", ["python3", "-c", "import socket\nprint(1)\tx"], [1111])
+    holders = p.socket_holders([1111], str(root))
+    assert holders[1111][0]["cmdline"] == "python3 -c import socket\\nprint(1)\\tx"
+    line = p.finding_line(p.finding("x", "error", "two\nlines", "fix\x07"))
+    assert line == "two\\nlines fix\\x07"
