@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -17,6 +18,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
+from conftest import missing
 
 REPO = Path(__file__).resolve().parents[3]
 MAKE_RELEASE = REPO / "reference" / "make-release.sh"
@@ -225,3 +229,49 @@ def signup(email: str, password: str, anon_key: str) -> dict:
 
 def tools_available(*names: str) -> list[str]:
     return [n for n in names if shutil.which(n) is None]
+
+
+# --- fixtures shared by the two test files --------------------------------
+# Imported by the test modules as fixture_<name>; pytest registers them under
+# <name> (this directory's conftest.py belongs to the image tests).
+
+SUMMARY = re.compile(r"^✅ migrations: (\d+) applied, (\d+) skipped$", re.M)
+
+
+def summary(out: str) -> tuple[int, int]:
+    """(applied, skipped) from migrations-bootstrap.sh's summary line."""
+    m = SUMMARY.search(out)
+    assert m, f"no summary line in:\n{out}"
+    return int(m.group(1)), int(m.group(2))
+
+
+@pytest.fixture(scope="module", name="origin")
+def fixture_origin(tmp_path_factory) -> Path:
+    """The generated reference release (the URL the collection clones)."""
+    dest = tmp_path_factory.mktemp("release") / "paycraft.git"
+    make_release(dest)
+    return dest
+
+
+@pytest.fixture(name="supa_db")
+def fixture_supa_db(pg_db):
+    """A fresh database on the test cluster, bootstrapped like the db image's initdb."""
+    if shutil.which("psql") is None:
+        missing("psql (postgresql-client)")
+    if not DB_BOOTSTRAP_SQL.is_file():
+        missing(f"the db image's bootstrap SQL ({DB_BOOTSTRAP_SQL})")
+    db_bootstrap(pg_db)
+    return pg_db
+
+
+@pytest.fixture(scope="module", name="images")
+def fixture_images(docker_engine):
+    """The reference images, built (or found cached) by reference/build-images.sh."""
+    if not BUILD_IMAGES.is_file():
+        missing(f"{BUILD_IMAGES} (the reference images)")
+    proc = subprocess.run(["bash", str(BUILD_IMAGES)], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"reference/build-images.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    absent = missing_images()
+    if absent:
+        pytest.fail(f"reference/build-images.sh did not produce {absent}")

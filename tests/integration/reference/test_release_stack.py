@@ -18,21 +18,17 @@ import contextlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import jwt
 import pytest
-from conftest import missing, wait_for
-from conftest_release import (
+from conftest import wait_for
+from conftest_release import (  # noqa: F401 - fixtures
     API,
-    BUILD_IMAGES,
     CONTAINERS,
     DASHBOARD,
-    DB_BOOTSTRAP_SQL,
     MIGRATIONS_V1_0_0,
     MIGRATIONS_V1_1_0,
     checkout,
@@ -40,34 +36,21 @@ from conftest_release import (
     compose,
     container_state,
     db_bootstrap,
+    fixture_images,
+    fixture_origin,
+    fixture_supa_db,
     http,
     logs,
     make_release,
     migrations_bootstrap,
-    missing_images,
     port_in_use,
     remove_leftover_stack,
     run,
     signup,
+    summary,
     wait_http,
     write_env,
 )
-
-SUMMARY = re.compile(r"^✅ migrations: (\d+) applied, (\d+) skipped$", re.M)
-
-
-def summary(out: str) -> tuple[int, int]:
-    m = SUMMARY.search(out)
-    assert m, f"no summary line in:\n{out}"
-    return int(m.group(1)), int(m.group(2))
-
-
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("release") / "paycraft.git"
-    make_release(dest)
-    return dest
-
 
 # --- the generated repository -------------------------------------------
 
@@ -146,17 +129,6 @@ def test_generate_keys_signs_with_the_jwt_secret(origin, tmp_path):
 
 
 # --- migrations on a real PostgreSQL (no Docker) ---------------------------
-
-
-@pytest.fixture
-def supa_db(pg_db):
-    """A fresh database bootstrapped like the db image's initdb."""
-    if shutil.which("psql") is None:
-        missing("psql (postgresql-client)")
-    if not DB_BOOTSTRAP_SQL.is_file():
-        missing(f"the db image's bootstrap SQL ({DB_BOOTSTRAP_SQL})")
-    db_bootstrap(pg_db)
-    return pg_db
 
 
 def connect(params):
@@ -319,18 +291,6 @@ def test_upgrade_to_v1_1_0_backfills_and_v1_1_1_fails_part_way(origin, tmp_path,
 
 
 # --- the runbook by hand on Docker (v1.0.0) ---------------------------------
-
-
-@pytest.fixture(scope="module")
-def images(docker_engine):
-    if not BUILD_IMAGES.is_file():
-        missing(f"{BUILD_IMAGES} (the reference images)")
-    proc = subprocess.run(["bash", str(BUILD_IMAGES)], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"reference/build-images.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    absent = missing_images()
-    if absent:
-        pytest.fail(f"reference/build-images.sh did not produce {absent}")
 
 
 @pytest.fixture(scope="module")
