@@ -541,16 +541,20 @@ def _with_defaults(params):
 
 
 def run_probe(name, params, deadline, interval, request_timeout, clock=time.monotonic, sleep=time.sleep):
-    """Retry one probe until it passes, fails finally, or ``deadline`` (a ``clock()`` value) passes."""
+    """Retry one probe until it passes, fails finally, or ``deadline`` (a ``clock()`` value) passes.
+
+    Returns ``(result dict, parsed document or None)``.
+    """
     fn = PROBE_FUNCTIONS[name]
     attempts = 0
     while True:
         attempts += 1
-        remaining = deadline - clock()
-        per_request = max(0.05, min(request_timeout, remaining)) if remaining > 0 else min(request_timeout, 1.0)
+        # Every attempt gets the whole request_timeout (a shortened last attempt would report "timed out"
+        # instead of what the server says): the deadline decides when attempts start, so a run takes at
+        # most timeout + request_timeout.
         started = clock()
         try:
-            outcome = fn(params, per_request)
+            outcome = fn(params, request_timeout)
         except Exception as exc:  # a probe bug must not hide the others' results
             outcome = Outcome(False, "error", f"probe error: {type(exc).__name__}: {exc}", "unexpected_http")
         latency = max(0.0, (clock() - started) * 1000.0)

@@ -75,7 +75,8 @@ options:
       - Seconds all probes together may take. Each probe retries until it passes or this deadline expires;
         answers that waiting cannot change (401, 400 missing_apiKey, a document that is not a SuiteConfig,
         a rejected certificate) stop its retries at once.
-      - V(0) means exactly one attempt per probe.
+      - No attempt starts after the deadline, and each attempt may take O(request_timeout), so a run takes
+        at most O(timeout) + O(request_timeout). V(0) means exactly one attempt per probe.
     type: float
     default: 120
   interval:

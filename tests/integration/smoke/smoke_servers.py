@@ -1,0 +1,206 @@
+"""Real servers on 127.0.0.1 that answer like a PayCraft stack in one state each (used by the smoke tests).
+
+``Stack`` is a healthy gateway + config function; its subclasses are the broken states of the runbook's
+Troubleshooting section; ``Dashboard*`` answer like the Next.js dashboard; ``PgStartingHandler`` answers a
+StartupMessage the way PostgreSQL does while it starts up (SQLSTATE 57P03).
+"""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import struct
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+API_KEY = "pk_test_smoke_3b9f1c"
+ANON_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c21va2UtdGVzdC1hbm9uLWtleQ"
+SUITE_CONFIG = {
+    "tenant_id": "tenant-5f0c2a",
+    "products": [{"id": "pro_monthly", "price": 999}],
+    "providers": [{"name": "stripe"}],
+    "paywall": {"title": "Go Pro"},
+    "cache_ttl_seconds": 3600,
+}
+CONFIG_PATH = "/functions/v1/config"
+
+
+class Stack(BaseHTTPRequestHandler):
+    """A healthy gateway + config function: Kong's 404 on /, the SuiteConfig on the config path.
+
+    Like Kong in front of Supabase functions, a request carrying an ``apikey`` header that is not
+    the anon key gets 401 Invalid JWT; the function itself answers 400 missing_apiKey without apiKey
+    and 401 for an apiKey no tenant owns.
+    """
+
+    server_version = "paycraft-test-gateway"
+    anon_key = ANON_KEY
+    api_key = API_KEY
+
+    def log_message(self, format, *args):  # keep pytest output quiet
+        return
+
+    def _send(self, status, body, content_type="application/json", headers=None):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.seen.append({"path": url.path, "query": query, "headers": headers})
+        if url.path != CONFIG_PATH:
+            return self._send(404, {"message": "no Route matched with those values"})
+        if "apikey" in self.headers and self.headers["apikey"] != self.anon_key:
+            return self._send(401, {"message": "Invalid JWT"})
+        if self.headers.get("Authorization") not in (None, f"Bearer {self.anon_key}"):
+            return self._send(401, {"message": "Invalid JWT"})
+        return self.config(query.get("apiKey", [""])[0])
+
+    def config(self, api_key):
+        if not api_key:
+            return self._send(400, {"error": "missing_apiKey"})
+        if api_key != self.api_key:
+            return self._send(401, {"error": "invalid_apiKey", "message": f"no tenant owns {api_key}"})
+        return self._send(200, SUITE_CONFIG)
+
+
+class FunctionNotFound(Stack):
+    def config(self, api_key):
+        return self._send(404, {"message": "Function not found"})
+
+
+class BadGateway(Stack):
+    def config(self, api_key):
+        return self._send(502, {"message": "An invalid response was received from the upstream server"})
+
+
+class MissingPaywall(Stack):
+    def config(self, api_key):
+        return self._send(200, {k: v for k, v in SUITE_CONFIG.items() if k != "paywall"})
+
+
+class WrongTypes(Stack):
+    def config(self, api_key):
+        return self._send(200, {**SUITE_CONFIG, "products": {}, "cache_ttl_seconds": "3600"})
+
+
+class NotJson(Stack):
+    def config(self, api_key):
+        return self._send(200, b"<html>hello</html>", "text/html")
+
+
+class Dashboard(BaseHTTPRequestHandler):
+    """The Next.js dashboard: 200 text/html for HEAD and GET."""
+
+    def log_message(self, format, *args):
+        return
+
+    def _page(self, status=200, headers=None):
+        body = b"<html><body>PayCraft</body></html>"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self.server.seen.append({"method": "HEAD", "path": self.path})
+        self._page()
+
+    def do_GET(self):
+        self.server.seen.append({"method": "GET", "path": self.path})
+        self._page()
+
+
+class DashboardNoHead(Dashboard):
+    def do_HEAD(self):
+        self.server.seen.append({"method": "HEAD", "path": self.path})
+        self._page(405, {"Allow": "GET"})
+
+
+class DashboardRedirect(Dashboard):
+    def do_HEAD(self):
+        self.server.seen.append({"method": "HEAD", "path": self.path})
+        self._page(307, {"Location": "/login"})
+
+
+class DashboardBroken(Dashboard):
+    def do_HEAD(self):
+        self.server.seen.append({"method": "HEAD", "path": self.path})
+        self._page(500)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self.seen = []
+
+
+class RunningServer:
+    def __init__(self, handler, port=0):
+        self.server = _Server(("127.0.0.1", port), handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def seen(self):
+        return self.server.seen
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def pg_error_response(code, message, severity="FATAL"):
+    body = b"".join(
+        kind + value.encode() + b"\0" for kind, value in ((b"S", severity), (b"V", severity), (b"C", code),
+                                                          (b"M", message))
+    ) + b"\0"
+    return b"E" + struct.pack("!i", len(body) + 4) + body
+
+
+class PgStartingHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        head = self.request.recv(8)
+        if len(head) < 8:
+            return
+        length, protocol = struct.unpack("!ii", head)
+        rest = b""
+        while len(rest) < length - 8:
+            chunk = self.request.recv(length - 8 - len(rest))
+            if not chunk:
+                break
+            rest += chunk
+        self.server.startups.append((protocol, rest))
+        self.request.sendall(pg_error_response("57P03", "the database system is starting up"))
+
+
+class SilentHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.server.stop.wait(10)
+
+
+class TcpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+

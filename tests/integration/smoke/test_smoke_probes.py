@@ -1,0 +1,281 @@
+"""The smoke library against real HTTP servers, real sockets and the real PostgreSQL fixture."""
+
+from __future__ import annotations
+
+import pytest
+from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+from smoke_servers import (
+    ANON_KEY,
+    API_KEY,
+    SUITE_CONFIG,
+    BadGateway,
+    Dashboard,
+    DashboardBroken,
+    DashboardNoHead,
+    DashboardRedirect,
+    FunctionNotFound,
+    MissingPaywall,
+    NotJson,
+    Stack,
+    WrongTypes,
+)
+
+FAST = {"timeout": 2.0, "interval": 0.1, "request_timeout": 1.0}
+
+
+def run(**params):
+    merged = {**FAST, "api_key": API_KEY, **params}
+    return smoke.run_probes(merged)
+
+
+def only(probe, **params):
+    return run(probes=[probe], **params)["probes"][probe]
+
+
+# ----------------------------------------------------------------- all four
+@pytest.mark.postgres
+def test_healthy_stack_passes_all_four_probes(http_server, pg):
+    gateway = http_server(Stack)
+    dashboard = http_server(Dashboard)
+    result = run(api_url=gateway.url, anon_key=ANON_KEY, dashboard_url=dashboard.url,
+                 db_host=pg.host, db_port=pg.port)
+    assert result["ok"], result["message"]
+    assert set(result["probes"]) == set(smoke.PROBES)
+    for name, probe in result["probes"].items():
+        assert probe["ok"] is True, name
+        assert probe["attempts"] == 1
+        assert probe["latency_ms"] >= 0
+        assert probe["cause"] is None and probe["next"] == []
+    assert result["suite_config"] == SUITE_CONFIG
+    assert result["probes"]["gateway"]["status"] == 404
+    assert "no Route matched" in result["probes"]["gateway"]["detail"]
+    assert result["probes"]["postgres"]["status"] == smoke.PG_ACCEPTING
+    assert result["probes"]["dashboard"]["status"] == 200
+    assert result["summary"].startswith("smoke: 4/4 probes passed (suite_config ")
+    assert result["message"] == result["summary"]
+    # the SDK's request: apiKey in the query, the anon key as apikey + Bearer headers
+    config_requests = [s for s in gateway.seen if s["path"] == "/functions/v1/config"]
+    assert config_requests[0]["query"] == {"apiKey": [API_KEY]}
+    assert config_requests[0]["headers"]["apikey"] == ANON_KEY
+    assert config_requests[0]["headers"]["authorization"] == f"Bearer {ANON_KEY}"
+    assert [s["method"] for s in dashboard.seen] == ["HEAD"]
+
+
+def test_config_path_override_is_used(http_server):
+    class SubPath(Stack):
+        def do_GET(self):
+            if self.path.startswith("/billing"):
+                self.path = self.path[len("/billing"):]
+                return super().do_GET()
+            return self._send(404, {"message": "no Route matched with those values"})
+
+    server = http_server(SubPath)
+    probe = only("suite_config", api_url=server.url, config_path="/billing/functions/v1/config")
+    assert probe["ok"], probe
+    wrong = only("suite_config", api_url=server.url)
+    assert wrong["cause_id"] == "no_route"
+    assert "/functions/v1/config" in wrong["explanation"]
+
+
+# -------------------------------------------------------------- suite_config
+def test_function_not_found_names_the_runbook_entry(http_server):
+    server = http_server(FunctionNotFound)
+    probe = only("suite_config", api_url=server.url)
+    assert not probe["ok"]
+    assert probe["status"] == 404
+    assert probe["cause"] == "Edge function returns 404 for /functions/v1/config"
+    assert probe["runbook"] is True
+    assert probe["next"] == ["ls ../../supabase/functions/config", "docker logs paycraft_edge_runtime --tail 100"]
+    assert "Function not found" in probe["detail"]
+    assert probe["attempts"] > 1  # a runtime still importing may serve it later: retried to the deadline
+
+
+def test_wrong_anon_key_is_the_401_entry_and_stops_retrying(http_server):
+    server = http_server(Stack)
+    probe = only("suite_config", api_url=server.url, anon_key="eyJ.not-the-anon-key.x")
+    assert probe["status"] == 401
+    assert probe["cause"] == 'SDK throws "401 Unauthorized" from a self-hosted backend'
+    assert "byte-identical" in probe["explanation"]
+    assert any("paycraft_config_resign_keys=true" in cmd for cmd in probe["next"])
+    assert probe["attempts"] == 1
+    assert len([s for s in server.seen if s["path"] == "/functions/v1/config"]) == 1
+
+
+def test_unknown_api_key_is_redacted_from_what_the_server_echoed(http_server):
+    server = http_server(Stack)
+    secret = "pk_test_nobody_owns_this_91ac"
+    result = run(probes=["suite_config"], api_url=server.url, api_key=secret)
+    probe = result["probes"]["suite_config"]
+    assert probe["status"] == 401
+    assert server.seen[0]["query"] == {"apiKey": [secret]}
+    assert secret not in repr(result)
+    assert smoke.REDACTED in probe["detail"]
+
+
+def test_missing_api_key_answer_points_at_the_probe(http_server):
+    """validate() refuses an empty api_key; the classification of the function's 400 is checked here."""
+    server = http_server(Stack)
+    params = {**smoke.DEFAULTS, "api_url": server.url, "api_key": ""}
+    outcome = smoke.probe_suite_config(params, 1.0)
+    assert outcome.status == 400
+    assert outcome.cause == "probe_config" and outcome.final
+    assert "missing_apiKey" in outcome.detail
+    assert server.seen[0]["query"] == {}
+
+
+def test_bad_gateway_is_upstream_down(http_server):
+    server = http_server(BadGateway)
+    probe = only("suite_config", api_url=server.url)
+    assert probe["status"] == 502
+    assert probe["cause_id"] == "upstream_down"
+    assert probe["next"] == ["docker compose ps", "docker logs paycraft_edge_runtime --tail 100"]
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        (MissingPaywall, "missing keys: paywall"),
+        (WrongTypes, "products is an object, not a list"),
+        (WrongTypes, "cache_ttl_seconds is a string, not an integer"),
+        (NotJson, "not JSON"),
+    ],
+)
+def test_not_a_suite_config(http_server, handler, expected):
+    server = http_server(handler)
+    result = run(probes=["suite_config"], api_url=server.url)
+    probe = result["probes"]["suite_config"]
+    assert not result["ok"]
+    assert probe["status"] == 200
+    assert probe["cause"] == "The release's config function does not return a SuiteConfig"
+    assert expected in probe["detail"]
+    assert expected in probe["explanation"]
+    assert result["suite_config"] is None
+
+
+def test_refused_gateway_names_kong_and_port_in_use(closed_port):
+    url = f"http://127.0.0.1:{closed_port}"
+    result = run(probes=["suite_config", "gateway"], api_url=url, timeout=0.5)
+    for name in ("suite_config", "gateway"):
+        probe = result["probes"][name]
+        assert probe["status"] == "refused"
+        assert probe["cause_id"] == "gateway_down"
+        assert f"lsof -iTCP:{closed_port} -sTCP:LISTEN -n -P" in probe["next"]
+        assert "docker logs paycraft_kong" in probe["next"]
+        assert probe["attempts"] >= 1
+    assert result["summary"].startswith("smoke: 0/2 probes passed (suite_config FAILED after ")
+
+
+def test_server_that_comes_up_late_passes_after_retries(late_server):
+    port, started = late_server(Stack, delay=1.0)
+    probe = only("gateway", api_url=f"http://127.0.0.1:{port}", timeout=20, interval=0.2)
+    assert started.is_set()
+    assert probe["ok"], probe
+    assert probe["attempts"] >= 2
+    assert probe["status"] == 404
+
+
+# ------------------------------------------------------------------ gateway
+@pytest.mark.parametrize("handler", [Stack, BadGateway, FunctionNotFound])
+def test_any_http_answer_means_the_gateway_is_up(http_server, handler):
+    server = http_server(handler)
+    probe = only("gateway", api_url=server.url + "/")
+    assert probe["ok"] and probe["status"] == 404
+    assert len(probe["detail"]) <= len("HTTP 404 ") + smoke.BODY_PREVIEW + 3
+
+
+def test_gateway_body_preview_is_cut_at_200_characters(http_server):
+    class Chatty(Stack):
+        def do_GET(self):
+            return self._send(200, b"x" * 5000, "text/plain")
+
+    probe = only("gateway", api_url=http_server(Chatty).url)
+    assert probe["detail"] == "HTTP 200 " + "x" * 200 + "..."
+
+
+# ----------------------------------------------------------------- postgres
+@pytest.mark.postgres
+def test_postgres_accepting_on_the_real_cluster(pg):
+    state, detail = smoke.pg_ping(pg.host, pg.port, 2.0)
+    assert state == smoke.PG_ACCEPTING, detail
+    probe = only("postgres", db_host=pg.host, db_port=pg.port)
+    assert probe["ok"] and probe["status"] == "accepting"
+
+
+def test_postgres_starting_up_is_rejecting(pg_starting_server):
+    port = pg_starting_server.server_address[1]
+    probe = only("postgres", db_host="127.0.0.1", db_port=port, timeout=0.5)
+    assert not probe["ok"]
+    assert probe["status"] == smoke.PG_REJECTING
+    assert "57P03" in probe["detail"] and "starting up" in probe["detail"]
+    assert probe["cause"] == 'migrations-bootstrap.sh aborts with "could not connect"'
+    assert probe["next"] == ["docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"]
+    protocol, payload = pg_starting_server.startups[0]
+    assert protocol == smoke.PG_PROTOCOL_V3
+    assert payload.startswith(b"user\0postgres\0database\0postgres\0")
+
+
+def test_postgres_closed_port_is_no_response(closed_port):
+    probe = only("postgres", db_host="127.0.0.1", db_port=closed_port, timeout=0.3)
+    assert probe["status"] == smoke.PG_NO_RESPONSE
+    assert probe["cause_id"] == "postgres_no_response"
+    assert "Postgres container exits during boot" in probe["cause"]
+
+
+def test_postgres_silent_server_is_no_response(silent_server):
+    port = silent_server.server_address[1]
+    state, detail = smoke.pg_ping("127.0.0.1", port, 0.3)
+    assert state == smoke.PG_NO_RESPONSE
+    assert "no answer" in detail
+
+
+def test_http_server_is_not_postgres(http_server):
+    """An HTTP server waits for a request line that never comes: no PostgreSQL answer."""
+    state, _detail = smoke.pg_ping("127.0.0.1", http_server(Stack).port, 0.5)
+    assert state == smoke.PG_NO_RESPONSE
+
+
+# ---------------------------------------------------------------- dashboard
+def test_dashboard_head_falls_back_to_get_on_405(http_server):
+    server = http_server(DashboardNoHead)
+    probe = only("dashboard", dashboard_url=server.url)
+    assert probe["ok"] and probe["status"] == 200
+    assert [s["method"] for s in server.seen] == ["HEAD", "GET"]
+
+
+def test_dashboard_redirect_is_not_followed_and_passes(http_server):
+    server = http_server(DashboardRedirect)
+    probe = only("dashboard", dashboard_url=server.url)
+    assert probe["ok"] and probe["status"] == 307
+    assert [s["path"] for s in server.seen] == ["/"]
+
+
+def test_dashboard_500_fails_like_curl_f(http_server):
+    probe = only("dashboard", dashboard_url=http_server(DashboardBroken).url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 500
+    assert probe["cause_id"] == "dashboard_error"
+
+
+def test_dashboard_refused_is_the_npm_install_entry(closed_port):
+    probe = only("dashboard", dashboard_url=f"http://127.0.0.1:{closed_port}", timeout=0.3)
+    assert probe["cause"] == "Dashboard build hangs at npm install"
+    assert probe["next"][0] == "docker logs paycraft_dashboard --tail 50"
+    assert "npm install --no-audit --no-fund" in probe["next"][1]
+
+
+# ------------------------------------------------------- parallel, deadline
+def test_probes_run_in_parallel_under_one_deadline(closed_port, silent_server):
+    """Four failing probes, each retrying: all stop at the shared deadline, none waits for another."""
+    result = smoke.run_probes({
+        "api_key": API_KEY, "api_url": f"http://127.0.0.1:{closed_port}",
+        "dashboard_url": f"http://127.0.0.1:{closed_port}", "db_host": "127.0.0.1",
+        "db_port": silent_server.server_address[1], "timeout": 1.0, "interval": 0.2, "request_timeout": 0.4,
+    })
+    assert not result["ok"]
+    assert result["summary"].startswith("smoke: 0/4 probes passed")
+    lines = result["message"].splitlines()
+    assert lines[0] == result["summary"]
+    assert [line.split(":", 1)[0] for line in lines[1:]] == list(smoke.PROBES)
+    assert all(" — likely cause: " in line and ". Next: " in line for line in lines[1:])
+    # a refused probe retries several times within the deadline; the silent postgres at most 1s / 0.4s
+    assert result["probes"]["gateway"]["attempts"] >= 2
+    assert 1 <= result["probes"]["postgres"]["attempts"] <= 4
