@@ -444,10 +444,16 @@ def port_holders(ports, proc_root: str = "/proc") -> dict[int, dict]:
     return result
 
 
+# The compose service publishing each of the runbook's host ports (docker-compose.yaml).
+PORT_SERVICE = {54321: "kong", 54322: "db", 3000: "dashboard"}
+
+
 def _port_fix(port: int) -> str:
+    service = PORT_SERVICE.get(port)
+    where = f"docker-compose.yaml ({service}.ports[0])" if service else "docker-compose.yaml"
     return (f"Identify the conflicting process: lsof -iTCP:{port} -sTCP:LISTEN -n -P ; stop the conflicting "
-            "service (often a stale Supabase CLI instance: supabase stop) ; or rebind PayCraft's port in "
-            "docker-compose.yaml (kong.ports[0]) (runbook section 7: Port already in use).")
+            f"service (often a stale Supabase CLI instance: supabase stop) ; or rebind PayCraft's port in {where} "
+            "(runbook section 7: Port already in use).")
 
 
 def _containers_publishing(port: int, project: str | None, runner, docker: str) -> list[str] | None:

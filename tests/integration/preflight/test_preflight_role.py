@@ -156,7 +156,7 @@ def test_port_in_use_names_pid_process_and_fix(run_preflight, base_vars, listene
     assert lines[1].endswith(
         f"Identify the conflicting process: lsof -iTCP:{port} -sTCP:LISTEN -n -P ; stop the conflicting service "
         "(often a stale Supabase CLI instance: supabase stop) ; or rebind PayCraft's port in docker-compose.yaml "
-        "(kong.ports[0]) (runbook section 7: Port already in use).")
+        "(runbook section 7: Port already in use).")
     holders = result.preflight["facts"]["ports"][str(port)]["holders"]
     assert [(h["pid"], h["comm"]) for h in holders] == [(pid, "python3")]
 

@@ -215,6 +215,8 @@ def test_check_ports_reports_every_busy_port_with_pid_process_and_fix(proc_tree)
     assert errors["54321"]["message"] == "Port 54321 on web1 is already in use by pid 4242 (supabase: supabase start)."
     assert "lsof -iTCP:54321 -sTCP:LISTEN -n -P" in errors["54321"]["fix"]
     assert "supabase stop" in errors["54321"]["fix"]
+    assert "docker-compose.yaml (kong.ports[0])" in errors["54321"]["fix"]
+    assert "docker-compose.yaml (dashboard.ports[0])" in errors["3000"]["fix"]
     assert "socket inode 4444" in errors["22"]["message"]
     assert facts["ports"]["54323"]["free"] is True
 
