@@ -83,7 +83,7 @@ URL_RE = re.compile(
     r"(?::[0-9]{1,5})?"
     r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
 )
-SECRET_LOOKING_RE = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|_KEY$|PRIVATE)", re.IGNORECASE)
+SECRET_LOOKING_RE = re.compile(r"(SECRET|PASS|TOKEN|_KEY$|PRIVATE|CREDENTIAL)", re.IGNORECASE)
 
 RUNBOOK_DB_RESET = (
     "docker compose down; docker volume rm {volume}; docker compose up -d db. "

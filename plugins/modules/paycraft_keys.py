@@ -68,13 +68,13 @@ options:
     description:
       - The release's C(.env.example). Its variables that are not section 3 variables, not the anon-key mirrors
         and not already in O(path) are written with their example values. Variables whose name looks like a
-        secret (C(SECRET), C(PASSWORD), C(TOKEN), C(*_KEY), C(PRIVATE)) are never copied (a warning names them).
+        secret (C(SECRET), C(PASS), C(TOKEN), C(*_KEY), C(PRIVATE), C(CREDENTIAL)) are never copied (a warning names them).
       - A missing file is ignored.
     type: path
   import_from:
     description: Env files to adopt values from when O(path) lacks them (for example a hand-made
-      C(infra/selfhost/.env) of an installation done by the runbook). Missing files and files that are O(path)
-      itself are ignored.
+      C(infra/selfhost/.env) of an installation done by the runbook); their variables that O(path) lacks are
+      carried over too. The first file listed wins. Missing files and files that are O(path) itself are ignored.
     type: list
     elements: path
     default: []
@@ -306,7 +306,7 @@ def main():
         module.fail_json(msg=f"{host}: invalid mode/owner/group for {path}: {exc}", **result)
 
     directory = os.path.dirname(os.path.realpath(path))
-    if not os.path.isdir(directory):
+    if not os.path.isdir(directory) and not module.check_mode:
         module.fail_json(
             msg=f"{host}: the directory of {path} ({directory}) does not exist; create it first "
             "(the paycraft.selfhost.config role makes it 0700).",
@@ -361,6 +361,11 @@ def main():
     changed_keys = [k for k, v in plan.values.items() if file_values.get(k) != v]
     for key, value in plan.values.items():
         new.set(key, value)
+    # adopted files (import_from): carry their other variables too, so nothing of a hand-made .env is lost
+    for key, value in existing.items():
+        if key not in new and source.get(key) != path:
+            new.set(key, value)
+            changed_keys.append(key)
     text = new.render()
 
     try:
