@@ -20,7 +20,7 @@ from smoke_servers import (
     WrongTypes,
 )
 
-FAST = {"timeout": 2.0, "interval": 0.1, "request_timeout": 1.0}
+FAST = {"timeout": 1.0, "interval": 0.1, "request_timeout": 1.0}
 
 
 def run(**params):

@@ -1,0 +1,330 @@
+"""Unit tests of the smoke library: parsing, classification, the cause table, the retry loop, the summary."""
+
+from __future__ import annotations
+
+import re
+import string
+import struct
+
+import pytest
+from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+
+RUNBOOK = "/work/shared/reference/selfhost-runbook.txt"
+
+GOOD = {
+    "tenant_id": "tenant-1",
+    "products": [],
+    "providers": [{"name": "stripe"}],
+    "paywall": {},
+    "cache_ttl_seconds": 3600,
+}
+
+
+# ------------------------------------------------------------ SuiteConfig shape
+def test_a_suite_config_has_no_problems():
+    assert smoke.check_suite_config(GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({k: v for k, v in GOOD.items() if k != "paywall"}, "missing keys: paywall"),
+        ({"tenant_id": "t"}, "missing keys: products, providers, paywall, cache_ttl_seconds"),
+        ({**GOOD, "products": {}}, "products is an object, not a list"),
+        ({**GOOD, "providers": "stripe"}, "providers is a string, not a list"),
+        ({**GOOD, "paywall": []}, "paywall is a list, not an object"),
+        ({**GOOD, "cache_ttl_seconds": "3600"}, "cache_ttl_seconds is a string, not an integer"),
+        ({**GOOD, "cache_ttl_seconds": True}, "cache_ttl_seconds is a boolean, not an integer"),
+        ({**GOOD, "cache_ttl_seconds": 36.5}, "cache_ttl_seconds is a number, not an integer"),
+        ({**GOOD, "tenant_id": None}, "tenant_id is null, not a string"),
+        ([GOOD], "the JSON document is a list, not an object"),
+    ],
+)
+def test_suite_config_problems_are_named(document, problem):
+    assert problem in smoke.check_suite_config(document)
+
+
+# -------------------------------------------------------------- classification
+@pytest.mark.parametrize(
+    ("status", "body", "cause"),
+    [
+        (404, '{"message":"Function not found"}', "function_not_found"),
+        (404, '{"message":"no Route matched with those values"}', "no_route"),
+        (401, '{"message":"Invalid JWT"}', "key_mismatch"),
+        (401, '{"message":"Invalid authentication credentials"}', "key_mismatch"),
+        (403, "", "key_mismatch"),
+        (400, '{"msg":"JWSError JWSInvalidSignature"}', "key_mismatch"),
+        (400, '{"error":"missing_apiKey"}', "probe_config"),
+        (502, '{"message":"An invalid response was received from the upstream server"}', "upstream_down"),
+        (503, "", "upstream_down"),
+        (504, "", "upstream_down"),
+        (500, '{"error":"rpc get_suite_config does not exist"}', "function_error"),
+        (418, "teapot", "unexpected_http"),
+        (404, "Not Found", "unexpected_http"),
+    ],
+)
+def test_config_answers_are_classified(status, body, cause):
+    assert smoke.classify_config_answer(status, body) == cause
+
+
+def test_final_causes_are_the_ones_waiting_cannot_change():
+    assert {"key_mismatch", "probe_config", "not_suite_config", "tls_error"} == set(smoke.FINAL_CAUSES)
+    assert smoke.Outcome(False, 401, "x", "key_mismatch").final
+    assert not smoke.Outcome(False, 502, "x", "upstream_down").final
+
+
+# --------------------------------------------------------------- cause table
+CONTEXT = {
+    "api_url": "http://127.0.0.1:54321", "gateway_port": 54321, "config_path": "/functions/v1/config",
+    "db_host": "127.0.0.1", "db_port": 54322, "dashboard_url": "http://127.0.0.1:3000", "missing": "m",
+    "status": 502, "url": "u",
+}
+
+
+@pytest.mark.parametrize("cause_id", sorted(smoke.CAUSES))
+def test_every_cause_is_complete_and_formats(cause_id):
+    cause = smoke.CAUSES[cause_id]
+    assert set(cause) == {"runbook", "heading", "explanation", "next"}
+    assert cause["heading"] and cause["next"]
+    fields = {f for _, f, _, _ in string.Formatter().parse(cause["explanation"]) if f}
+    assert fields <= set(CONTEXT)
+    cause["explanation"].format(**CONTEXT)
+    for command in cause["next"]:
+        command.format(**CONTEXT)
+
+
+def _runbook_text():
+    try:
+        with open(RUNBOOK, encoding="utf-8") as handle:
+            return " ".join(handle.read().split())
+    except OSError:
+        pytest.skip(f"runbook not at {RUNBOOK}")
+
+
+@pytest.mark.parametrize("cause_id", sorted(c for c in smoke.CAUSES if smoke.CAUSES[c]["runbook"]))
+def test_runbook_causes_quote_the_runbook(cause_id):
+    """Headings (each part of a combined one) and runbook commands are the runbook's own words."""
+    text = _runbook_text()
+    cause = smoke.CAUSES[cause_id]
+    parts = [p.strip().strip('"') for p in re.split(r" / |, or ", cause["heading"])]
+    quoted = [p for p in parts if p in text]
+    assert quoted, f"no part of {cause['heading']!r} is in the runbook"
+    for command in cause["next"]:
+        command = command.format(**CONTEXT)
+        assert command in text or command in NOT_IN_RUNBOOK, command
+
+
+# Next steps this collection adds to a runbook entry (the runbook gives no command for them).
+NOT_IN_RUNBOOK = {
+    "docker compose ps",  # "Kong not running": is the container up at all?
+    "docker logs paycraft_kong",
+    "docker logs paycraft_dashboard --tail 50",  # "Dashboard build hangs at npm install": see where it hangs
+    "(cd ../../dashboard && npm install --no-audit --no-fund) && docker compose up -d dashboard",  # its 3 steps
+    # the collection's "Re-run ./generate-keys.sh and update .env (anon + service role both)"
+    "ansible-playbook <your usual command> -e paycraft_config_resign_keys=true",
+}
+
+
+def test_resign_variable_is_the_collections():
+    assert any("-e paycraft_config_resign_keys=true" in c for c in smoke.CAUSES["key_mismatch"]["next"])
+
+
+# -------------------------------------------------------------- small helpers
+def test_suite_config_url_encodes_the_key_like_the_sdk():
+    assert (smoke.suite_config_url("http://h:54321/", "/functions/v1/config", "pk_test_local")
+            == "http://h:54321/functions/v1/config?apiKey=pk_test_local")
+    assert smoke.suite_config_url("http://h", "/f?x=1", "a b&c") == "http://h/f?x=1&apiKey=a+b%26c"
+
+
+def test_preview_is_one_line_and_cut_at_200():
+    assert smoke.preview("a\n  b") == "a b"
+    assert smoke.preview("x" * 201) == "x" * 200 + "..."
+    assert smoke.preview("x" * 200) == "x" * 200
+
+
+def test_redact_removes_every_secret_and_ignores_empty_ones():
+    assert smoke.redact("key pk_1 and eyJ.a.b", ("pk_1", "eyJ.a.b", None, "")) == "key ******** and ********"
+
+
+def test_parse_pg_error_reads_fields():
+    body = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    fields = smoke.parse_pg_error(body)
+    assert fields["C"] == "57P03" and fields["S"] == "FATAL"
+    assert fields["M"] == "the database system is starting up"
+
+
+def test_startup_message_constant_is_protocol_3_0():
+    assert struct.pack("!i", smoke.PG_PROTOCOL_V3) == b"\x00\x03\x00\x00"
+
+
+# ------------------------------------------------------------------- validate
+def _params(**over):
+    base = {**smoke.DEFAULTS, "api_key": "pk_test_local", "probes": list(smoke.PROBES)}
+    base.update(over)
+    return base
+
+
+def test_defaults_validate():
+    assert smoke.validate(_params()) == []
+
+
+@pytest.mark.parametrize(
+    ("over", "needle"),
+    [
+        ({"api_key": None}, "api_key is required when the suite_config probe runs"),
+        ({"api_url": "localhost:54321"}, "api_url must be an http:// or https:// URL"),
+        ({"dashboard_url": "ftp://h"}, "dashboard_url must be an http:// or https:// URL"),
+        ({"config_path": "functions/v1/config"}, "config_path must start with '/'"),
+        ({"timeout": -1}, "timeout must be a positive number"),
+        ({"interval": 0}, "interval must be a positive number"),
+        ({"request_timeout": 0}, "request_timeout must be a positive number"),
+        ({"db_port": 70000}, "db_port must be a TCP port"),
+        ({"probes": ["gateway", "kong"]}, "unknown probes ['kong']"),
+    ],
+)
+def test_bad_parameters_are_named(over, needle):
+    errors = smoke.validate(_params(**over))
+    assert any(needle in e for e in errors), errors
+
+
+def test_api_key_not_needed_without_suite_config():
+    assert smoke.validate(_params(api_key=None, probes=["gateway", "postgres"])) == []
+
+
+def test_run_probes_refuses_bad_parameters():
+    with pytest.raises(ValueError, match="api_key is required"):
+        smoke.run_probes({"probes": ["suite_config"]})
+
+
+# ------------------------------------------------------------ the retry loop
+class FakeClock:
+    """Deterministic time: only sleep() and probe attempts move it."""
+
+    def __init__(self):
+        self.now = 100.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        assert seconds > 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Replace the gateway probe by a script of outcomes; each attempt costs ``cost`` seconds."""
+
+    def install(clock, outcomes, cost=0.01):
+        calls = []
+
+        def probe(params, timeout):
+            calls.append(timeout)
+            clock.now += cost
+            return outcomes[min(len(calls), len(outcomes)) - 1]
+
+        monkeypatch.setitem(smoke.PROBE_FUNCTIONS, "gateway", probe)
+        return calls
+
+    return install
+
+
+def _loop(clock, timeout=10.0, interval=2.0, request_timeout=5.0):
+    params = smoke._with_defaults({"probes": ["gateway"]})
+    return smoke.run_probe("gateway", params, clock() + timeout, interval, request_timeout, clock, clock.sleep)
+
+
+def test_retries_until_the_probe_passes(scripted):
+    clock = FakeClock()
+    down = smoke.Outcome(False, "refused", "connection refused", "gateway_down")
+    up = smoke.Outcome(True, 404, "HTTP 404")
+    calls = scripted(clock, [down, down, up])
+    result, _ = _loop(clock)
+    assert result["ok"] and result["attempts"] == 3 and result["status"] == 404
+    assert clock.sleeps == [2.0, 2.0]
+    assert calls == [5.0, 5.0, 5.0]  # every attempt gets the whole request_timeout
+    assert result["cause"] is None
+
+
+def test_stops_at_the_deadline_with_the_last_cause(scripted):
+    clock = FakeClock()
+    down = smoke.Outcome(False, "refused", "connection refused", "gateway_down")
+    scripted(clock, [down], cost=0.5)
+    result, _ = _loop(clock, timeout=10.0, interval=2.0)
+    # attempts at t=0, 2.5, 5, 7.5, then 10 = deadline: no attempt starts at or after it
+    assert result["attempts"] == 4
+    assert sum(clock.sleeps) == pytest.approx(8.0)
+    assert result["cause_id"] == "gateway_down"
+    assert result["next"][1] == "lsof -iTCP:54321 -sTCP:LISTEN -n -P"
+
+
+def test_last_sleep_is_cut_to_the_deadline(scripted):
+    clock = FakeClock()
+    scripted(clock, [smoke.Outcome(False, "refused", "x", "gateway_down")], cost=0.0)
+    result, _ = _loop(clock, timeout=5.0, interval=2.0)
+    assert clock.sleeps == [2.0, 2.0, 1.0]
+    assert result["attempts"] == 3
+
+
+def test_zero_timeout_is_one_attempt(scripted):
+    clock = FakeClock()
+    scripted(clock, [smoke.Outcome(False, "refused", "x", "gateway_down")])
+    result, _ = _loop(clock, timeout=0)
+    assert result["attempts"] == 1 and clock.sleeps == []
+
+
+def test_final_failure_stops_at_once(scripted):
+    clock = FakeClock()
+    scripted(clock, [smoke.Outcome(False, 401, "HTTP 401", "key_mismatch")])
+    result, _ = _loop(clock)
+    assert result["attempts"] == 1 and clock.sleeps == []
+    assert result["cause"] == 'SDK throws "401 Unauthorized" from a self-hosted backend'
+
+
+def test_a_probe_that_raises_is_a_failed_result_not_a_crash(scripted, monkeypatch):
+    clock = FakeClock()
+
+    def broken(params, timeout):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(smoke.PROBE_FUNCTIONS, "gateway", broken)
+    result, _ = _loop(clock, timeout=0)
+    assert not result["ok"] and "RuntimeError: boom" in result["detail"]
+
+
+# --------------------------------------------------------- summary and message
+def _r(ok, latency=3.0, attempts=1, detail="d", cause="c", nxt=("a", "b")):
+    return {"ok": ok, "latency_ms": latency, "attempts": attempts, "detail": detail, "cause": cause,
+            "next": list(nxt)}
+
+
+def test_summary_lists_probes_in_a_fixed_order_with_latency():
+    results = {"dashboard": _r(True, 12.4), "postgres": _r(True, 2.0), "gateway": _r(True, 3.2),
+               "suite_config": _r(True, 35.0)}
+    assert smoke.summarize(results) == (
+        "smoke: 4/4 probes passed (suite_config 35 ms, gateway 3 ms, postgres 2 ms, dashboard 12 ms)"
+    )
+
+
+def test_summary_and_failure_lines_of_a_failed_run():
+    results = {"suite_config": _r(False, attempts=7, detail="HTTP 404 {\"message\":\"Function not found\"}",
+                                  cause="Edge function returns 404 for /functions/v1/config",
+                                  nxt=("ls ../../supabase/functions/config",
+                                       "docker logs paycraft_edge_runtime --tail 100")),
+               "postgres": _r(True, 1.0)}
+    assert smoke.summarize(results) == "smoke: 1/2 probes passed (suite_config FAILED after 7 attempts, postgres 1 ms)"
+    assert smoke.failure_lines(results) == [
+        'suite_config: HTTP 404 {"message":"Function not found"} — likely cause: Edge function returns 404 for '
+        "/functions/v1/config. Next: ls ../../supabase/functions/config; docker logs paycraft_edge_runtime --tail 100"
+    ]
+    results["suite_config"]["attempts"] = 1
+    assert "FAILED after 1 attempt," in smoke.summarize(results)
+
+
+def test_result_never_carries_the_keys():
+    params = smoke._with_defaults({"api_key": "pk_secret_1", "anon_key": "eyJsecret"})
+    outcome = smoke.Outcome(False, 401, "HTTP 401 no tenant owns pk_secret_1 (eyJsecret)", "key_mismatch")
+    result, _ = smoke._result("suite_config", outcome, 1, 1.0, params)
+    assert "pk_secret_1" not in repr(result) and "eyJsecret" not in repr(result)
