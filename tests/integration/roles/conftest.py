@@ -67,15 +67,17 @@ def run_role(tmp_path):
         }]
         (work / "play.yml").write_text(json.dumps(play))
         (work / "vars.json").write_text(json.dumps(role_vars))
-        (work / "hosts.ini").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+        (work / "hosts.ini").write_text(
+            f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(work / "hosts.ini"),
                "-e", f"@{work / 'vars.json'}", str(work / "play.yml")]
         if check:
             cmd.append("--check")
         if tags:
             cmd += ["--tags", tags]
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_collections_path(), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-                   ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_collections_path(),
+                   ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work, timeout=600)
         output = proc.stdout + proc.stderr
         try:
