@@ -19,6 +19,10 @@ die() { echo "make-release.sh: $*" >&2; exit 1; }
 [ -f "$SRC/releases" ] || die "no release manifest at $SRC/releases"
 command -v git >/dev/null 2>&1 || die "git not found"
 
+if [ -e "$DEST" ] && [ ! -f "$DEST/.git/$MARKER" ] && [ -n "$(ls -A "$DEST")" ]; then
+  die "$DEST exists and was not made by this script; remove it or choose another DEST"
+fi
+
 # Deterministic git: no user/system configuration, fixed identity and zone.
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 export GIT_AUTHOR_NAME="PayCraft Release" GIT_AUTHOR_EMAIL="release@paycraft.invalid"

@@ -35,6 +35,9 @@ fi
 
 pg -v ON_ERROR_STOP=1 -c "CREATE TABLE IF NOT EXISTS _paycraft_migrations(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())" >/dev/null
 
+# Versions already recorded, one per line.
+ledger="$(pg -v ON_ERROR_STOP=1 -tA -c "SELECT version FROM _paycraft_migrations")"
+
 applied=0
 skipped=0
 shopt -s nullglob
@@ -43,8 +46,7 @@ for file in "$MIGRATIONS_DIR"/*.sql; do
   case "$version" in
     *[!A-Za-z0-9_.-]*) echo "❌ unexpected migration file name: $file" >&2; exit 1 ;;
   esac
-  done_already="$(pg -v ON_ERROR_STOP=1 -tA -c "SELECT 1 FROM _paycraft_migrations WHERE version = '$version'")"
-  if [ "$done_already" = "1" ]; then
+  if printf '%s\n' "$ledger" | grep -Fxq -- "$version"; then
     skipped=$((skipped + 1))
     continue
   fi
