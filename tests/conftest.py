@@ -7,6 +7,7 @@
 * ``pg_db``: a fresh, empty database on that cluster for one test.
 * ``docker_engine``: a running Docker engine with Compose v2.
 
+Helpers (``missing``, ``free_port``, ``wait_for``) live in paycraft_testlib.py.
 Missing prerequisites skip a test with the reason "not installed: ...",
 except when ``PAYCRAFT_STRICT=1`` (set by scripts/test.sh and .ci/run):
 then they fail, so a CI run cannot pass by skipping what it should test.
@@ -16,20 +17,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from paycraft_testlib import STRICT, free_port, missing, wait_for  # noqa: F401 - re-exported for tests
 
 REPO = Path(__file__).resolve().parent.parent
 PG_BIN = Path(os.environ.get("PAYCRAFT_PG_BIN", "/usr/lib/postgresql/15/bin"))
-STRICT = os.environ.get("PAYCRAFT_STRICT") == "1"
 
 
 def _collection_root() -> Path:
@@ -51,20 +50,6 @@ COLLECTIONS_ROOT = _collection_root()
 if str(COLLECTIONS_ROOT) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_ROOT))
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS_ROOT))
-
-
-def missing(what: str) -> None:
-    """Skip (or, under PAYCRAFT_STRICT=1, fail) because a prerequisite is absent."""
-    msg = f"not installed: {what} (run scripts/prepare.sh)"
-    if STRICT:
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -161,18 +146,3 @@ def docker_engine() -> str:
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         missing("Docker Compose v2 plugin")
     return info.stdout.strip()
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
-    """Poll predicate() until truthy or raise TimeoutError naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - re-raised as context below
-            last_exc = exc
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from last_exc
