@@ -83,6 +83,7 @@ URL_RE = re.compile(
     r"(?::[0-9]{1,5})?"
     r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
 )
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_LOOKING_RE = re.compile(r"(SECRET|PASS|TOKEN|_KEY$|PRIVATE|CREDENTIAL)", re.IGNORECASE)
 
 RUNBOOK_DB_RESET = (
@@ -408,6 +409,13 @@ def plan(
         p.values[key] = anon
 
     # 5. the rest: extra env > existing > .env.example (never its placeholder secrets)
+    bad_names = [key for key in extra_env if not ENV_NAME_RE.match(str(key))]
+    if bad_names:
+        err(
+            f"{extra_env_label} has invalid variable names {', '.join(map(str, bad_names))}; expected letters, "
+            "digits and _ (not starting with a digit)."
+        )
+        extra_env = {key: value for key, value in extra_env.items() if key not in bad_names}
     for key in SECTION3:
         if key in extra_env:
             err(

@@ -380,3 +380,12 @@ def test_example_keys_carried_but_never_placeholder_secrets():
     assert p.values[k.DB_PASSWORD] == first[k.DB_PASSWORD]
     assert p.values["NEXT_PUBLIC_SUPABASE_ANON_KEY"] == first[k.ANON_KEY]
     assert "changeme" not in p.values.values()
+
+
+def test_invalid_extra_env_names():
+    p = _plan(extra_env={"1BAD": "x", "BAD-NAME": "y", "GOOD_NAME": "z"})
+    assert p.errors == [
+        f"{HOST}: paycraft_config_extra_env has invalid variable names 1BAD, BAD-NAME; expected letters, digits and _ "
+        "(not starting with a digit)."
+    ]
+    assert p.values["GOOD_NAME"] == "z" and "1BAD" not in p.values
