@@ -46,6 +46,10 @@ LEDGER_EXTRA_COLUMNS = (
     ("applied_by", "TEXT"),
 )
 
+# Run after every file: the session state a file leaves behind (settings, role, temporary tables,
+# prepared plans) is dropped; the session advisory lock is not (DISCARD ALL would release it).
+SESSION_RESET = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD PLANS; DISCARD SEQUENCES"
+
 CONNECT_HINT = (
     "The database is not accepting connections yet (runbook 7: the bootstrap ran before Postgres "
     "finished its first-boot initdb). Wait 30 seconds and retry; if it persists run "
@@ -780,6 +784,9 @@ class Engine:
         except psycopg2.Error as exc:
             raise self._failure(conn, m, plan, exc, failed_stmt, todo[:idx]) from None
         res.applied.append({"version": m.version, "ms": ms})
+        # psql gives every file a fresh session; here the next file must not inherit this one's
+        # SET search_path / set_config(..., false) / SET ROLE / temp tables (the lock is kept).
+        cur.execute(SESSION_RESET)
 
     def _failure(self, conn, m, plan, exc, failed_stmt, before) -> MigrateError:
         res = self.result

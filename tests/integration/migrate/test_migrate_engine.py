@@ -268,3 +268,20 @@ def test_unix_socket_connection(pg, pg_db, mdir):
     params = {**pg_db, "host": pg.socket_dir}
     assert len(migrate.run(params, str(mdir)).applied) == 3
     assert os.path.isdir(pg.socket_dir)
+
+
+def test_session_state_does_not_leak_between_files(pg_db, mdir):
+    write_migrations(
+        mdir,
+        {
+            "001_a.sql": (
+                "CREATE SCHEMA other;\nSET search_path TO other;\n"
+                "SELECT set_config('statement_timeout', '1ms', false);\nCREATE TEMP TABLE scratch(x int);\n"
+            ),
+            "002_b.sql": (
+                "CREATE TEMP TABLE scratch(x int);\nCREATE TABLE lands_in_public(x int);\nSELECT pg_sleep(0.05);\n"
+            ),
+        },
+    )
+    assert len(migrate.run(pg_db, str(mdir)).applied) == 2
+    assert query(pg_db, "SELECT to_regclass('public.lands_in_public') IS NOT NULL") == [(True,)]
