@@ -58,7 +58,7 @@ PG_NO_RESPONSE = "no response"
 # ``heading`` is the runbook's heading when ``runbook`` is true (quoted
 # verbatim), else a heading of ours for a symptom the runbook does not list.
 # ``explanation`` and ``next`` are templates: {api_url} {gateway_port}
-# {config_path} {db_host} {db_port} {dashboard_url} {missing} {status}.
+# {config_path} {db_host} {db_port} {dashboard_url} {missing} {status} {url} {code}.
 # Commands with relative paths are the runbook's, run in infra/selfhost.
 # ---------------------------------------------------------------------------
 CAUSES = {
@@ -94,6 +94,39 @@ CAUSES = {
             "not the stack. Pass the tenant's API key (pk_test_... / pk_live_...) as api_key."
         ),
         "next": ("set api_key of paycraft.selfhost.paycraft_smoke to a tenant API key",),
+    },
+    "api_key_unknown": {
+        "runbook": False,
+        "heading": "No tenant owns the API key the probe sent",
+        "explanation": (
+            "The config function answered 401 invalid_apiKey: the apiKey is not an active key of any tenant. "
+            "API keys (pk_test_... / pk_live_...) are generated in /settings/api-keys on your dashboard; the "
+            "anon key is not one. Pass a tenant's key as api_key, or leave it empty so site.yml provisions "
+            "its smoke tenant and key."
+        ),
+        "next": ("open {dashboard_url}/settings/api-keys, create a key, pass it as api_key",),
+    },
+    "rest_unreachable": {
+        "runbook": False,
+        "heading": "The config function cannot reach /rest/v1",
+        "explanation": (
+            "The config function answered 502 upstream_unreachable: it reads the SuiteConfig through the "
+            "gateway (POST /rest/v1/rpc/get_suite_config with the service role key) and nothing answers "
+            "there. PayCraft's own release routes /rest/v1/ to db:3000, where nothing listens."
+        ),
+        "next": ("docker compose ps", "grep -n -B2 -A4 'rest/v1' kong.yml", "docker logs paycraft_rest --tail 100"),
+    },
+    "rest_error": {
+        "runbook": False,
+        "heading": "get_suite_config failed in the database",
+        "explanation": (
+            "The config function answered 502 upstream_error{code}: /rest/v1/rpc/get_suite_config answered "
+            "but failed. Most often the migrations were not applied (PGRST202: the function does not exist)."
+        ),
+        "next": (
+            "docker logs paycraft_rest --tail 100",
+            "./migrations-bootstrap.sh (or the playbook with --tags migrations)",
+        ),
     },
     "gateway_down": {
         "runbook": True,
@@ -203,7 +236,7 @@ CAUSES = {
 }
 
 # Failures that waiting cannot change: stop retrying at the first one.
-FINAL_CAUSES = frozenset({"key_mismatch", "probe_config", "not_suite_config", "tls_error"})
+FINAL_CAUSES = frozenset({"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error"})
 
 _JWT_MARKERS = ("invalid jwt", "jwt", "invalid api key", "invalid key", "no api key", "unauthorized", "jws")
 
@@ -350,21 +383,39 @@ def _json_type(value):
 
 
 def classify_config_answer(status, body_text):
-    """Map a non-200 answer of the config endpoint to a cause id (a key of :data:`CAUSES`)."""
+    """Map a non-200 answer of the config endpoint to ``(cause id, context)`` (a key of :data:`CAUSES`).
+
+    Answers of the config function itself carry ``{"error": ...}``; Kong's and the edge runtime's carry
+    ``{"message": ...}`` or ``{"msg": ...}``.
+    """
     lowered = body_text.lower()
+    error = code = ""
+    try:
+        document = json.loads(body_text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        error = str(document.get("error") or "")
+        code = str(document.get("code") or "")
     if status == 404 and "function not found" in lowered:
-        return "function_not_found"
+        return "function_not_found", {}
     if status == 404 and "no route matched" in lowered:
-        return "no_route"
+        return "no_route", {}
+    if status == 401 and error == "invalid_apiKey":
+        return "api_key_unknown", {}
     if status in (401, 403) or (status >= 400 and any(m in lowered for m in _JWT_MARKERS)):
-        return "key_mismatch"
+        return "key_mismatch", {}
     if status == 400 and ("missing_apikey" in lowered or "apikey" in lowered):
-        return "probe_config"
+        return "probe_config", {}
+    if status == 502 and error == "upstream_unreachable":
+        return "rest_unreachable", {}
+    if status == 502 and error == "upstream_error":
+        return "rest_error", {"code": f" ({code})" if code else ""}
     if status in (502, 503, 504):
-        return "upstream_down"
+        return "upstream_down", {}
     if status >= 500:
-        return "function_error"
-    return "unexpected_http"
+        return "function_error", {}
+    return "unexpected_http", {}
 
 
 # --------------------------------------------------------------------- probes
@@ -383,9 +434,9 @@ def probe_suite_config(params, timeout):
         return Outcome(False, exc.kind, exc.detail, cause, {"status": exc.kind, "url": params["api_url"]})
     text = answer.text()
     if answer.status != 200:
-        cause = classify_config_answer(answer.status, text)
+        cause, context = classify_config_answer(answer.status, text)
         return Outcome(False, answer.status, f"HTTP {answer.status} {preview(text)}", cause,
-                       {"status": f"HTTP {answer.status}"})
+                       {"status": f"HTTP {answer.status}", **context})
     try:
         document = json.loads(text)
     except ValueError:
@@ -595,6 +646,7 @@ def _result(name, outcome, attempts, latency, params):
             "missing": "",
             "status": outcome.status,
             "url": "",
+            "code": "",
         }
         context.update(outcome.context)
         result.update(

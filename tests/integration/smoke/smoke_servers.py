@@ -83,6 +83,20 @@ class BadGateway(Stack):
         return self._send(502, {"message": "An invalid response was received from the upstream server"})
 
 
+class RestUnreachable(Stack):
+    """The reference config function when /rest/v1/ leads nowhere (PayCraft's kong.yml: db:3000)."""
+
+    def config(self, api_key):
+        return self._send(502, {"error": "upstream_unreachable", "message": "cannot reach http://kong:8000/rest/v1"})
+
+
+class ServiceRoleRejected(Stack):
+    """The reference config function when PostgREST rejects the service role key (JWT secret changed)."""
+
+    def config(self, api_key):
+        return self._send(401, {"error": "service_role_key_rejected", "message": "PGRST301 ..."})
+
+
 class MissingPaywall(Stack):
     def config(self, api_key):
         return self._send(200, {k: v for k, v in SUITE_CONFIG.items() if k != "paywall"})

@@ -140,8 +140,7 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
 
     echoed = results["echoed"]
     assert echoed["probes"]["suite_config"]["status"] == 401
-    assert "likely cause: SDK throws \"401 Unauthorized\" from a self-hosted backend" in echoed["msg"]
-    assert "paycraft_config_resign_keys=true" in echoed["msg"]
+    assert "likely cause: No tenant owns the API key the probe sent. Next: open " in echoed["msg"]
 
     invalid = results["invalid"]
     assert invalid["failed"] is True and invalid["changed"] is False

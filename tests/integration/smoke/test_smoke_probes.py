@@ -16,6 +16,8 @@ from smoke_servers import (
     FunctionNotFound,
     MissingPaywall,
     NotJson,
+    RestUnreachable,
+    ServiceRoleRejected,
     Stack,
     WrongTypes,
 )
@@ -110,6 +112,8 @@ def test_unknown_api_key_is_redacted_from_what_the_server_echoed(http_server):
     assert server.seen[0]["query"] == {"apiKey": [secret]}
     assert secret not in repr(result)
     assert smoke.REDACTED in probe["detail"]
+    assert probe["cause_id"] == "api_key_unknown" and probe["attempts"] == 1
+    assert "/settings/api-keys" in probe["next"][0]
 
 
 def test_missing_api_key_answer_points_at_the_probe(http_server):
@@ -121,6 +125,20 @@ def test_missing_api_key_answer_points_at_the_probe(http_server):
     assert outcome.cause == "probe_config" and outcome.final
     assert "missing_apiKey" in outcome.detail
     assert server.seen[0]["query"] == {}
+
+
+@pytest.mark.parametrize(
+    ("handler", "cause_id", "command"),
+    [
+        (RestUnreachable, "rest_unreachable", "docker logs paycraft_rest --tail 100"),
+        (ServiceRoleRejected, "key_mismatch",
+         "ansible-playbook <your usual command> -e paycraft_config_resign_keys=true"),
+    ],
+)
+def test_config_function_errors_of_the_reference_release(http_server, handler, cause_id, command):
+    probe = only("suite_config", api_url=http_server(handler).url)
+    assert probe["cause_id"] == cause_id
+    assert command in probe["next"]
 
 
 def test_bad_gateway_is_upstream_down(http_server):

@@ -51,6 +51,13 @@ def test_suite_config_problems_are_named(document, problem):
         (404, '{"message":"Function not found"}', "function_not_found"),
         (404, '{"message":"no Route matched with those values"}', "no_route"),
         (401, '{"message":"Invalid JWT"}', "key_mismatch"),
+        (401, '{"msg":"Invalid JWT"}', "key_mismatch"),
+        (401, '{"error":"service_role_key_rejected","message":"... PGRST301 ..."}', "key_mismatch"),
+        (401, '{"error":"invalid_apiKey"}', "api_key_unknown"),
+        (502, '{"error":"upstream_unreachable","message":"cannot reach http://kong:8000/rest/v1"}',
+         "rest_unreachable"),
+        (502, '{"error":"upstream_error","status":404,"code":"PGRST202"}', "rest_error"),
+        (504, '{"message":"The upstream server is timing out"}', "upstream_down"),
         (401, '{"message":"Invalid authentication credentials"}', "key_mismatch"),
         (403, "", "key_mismatch"),
         (400, '{"msg":"JWSError JWSInvalidSignature"}', "key_mismatch"),
@@ -64,11 +71,18 @@ def test_suite_config_problems_are_named(document, problem):
     ],
 )
 def test_config_answers_are_classified(status, body, cause):
-    assert smoke.classify_config_answer(status, body) == cause
+    assert smoke.classify_config_answer(status, body)[0] == cause
+
+
+def test_rest_error_names_the_postgrest_code():
+    cause, context = smoke.classify_config_answer(502, '{"error":"upstream_error","status":404,"code":"PGRST202"}')
+    explanation = smoke.CAUSES[cause]["explanation"].format(**{**CONTEXT, **context})
+    assert "upstream_error (PGRST202)" in explanation
 
 
 def test_final_causes_are_the_ones_waiting_cannot_change():
-    assert {"key_mismatch", "probe_config", "not_suite_config", "tls_error"} == set(smoke.FINAL_CAUSES)
+    assert {"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error"} == set(
+        smoke.FINAL_CAUSES)
     assert smoke.Outcome(False, 401, "x", "key_mismatch").final
     assert not smoke.Outcome(False, 502, "x", "upstream_down").final
 
@@ -77,7 +91,7 @@ def test_final_causes_are_the_ones_waiting_cannot_change():
 CONTEXT = {
     "api_url": "http://127.0.0.1:54321", "gateway_port": 54321, "config_path": "/functions/v1/config",
     "db_host": "127.0.0.1", "db_port": 54322, "dashboard_url": "http://127.0.0.1:3000", "missing": "m",
-    "status": 502, "url": "u",
+    "status": 502, "url": "u", "code": "",
 }
 
 
