@@ -98,10 +98,24 @@ def openssl(*args: str) -> str:
     return run(["openssl", *args]).stdout.strip()
 
 
+def db_password() -> str:
+    """`openssl rand -base64 24`, as the runbook says, redrawn while it holds a '/'.
+
+    The compose file puts the password into URLs (GOTRUE_DB_DATABASE_URL,
+    PGRST_DB_URI, SUPABASE_DB_URL) without encoding it, so the runbook's
+    recipe breaks auth and rest whenever base64 yields a '/' (about 40% of
+    draws): a defect of the runbook that the collection has to handle.
+    """
+    while True:
+        value = openssl("rand", "-base64", "24")
+        if "/" not in value:
+            return value
+
+
 def write_env(selfhost: Path) -> dict:
     """Runbook section 3: secrets from openssl, then generate-keys.sh appended."""
     values = {
-        "PAYCRAFT_DB_PASSWORD": openssl("rand", "-base64", "24"),
+        "PAYCRAFT_DB_PASSWORD": db_password(),
         "PAYCRAFT_JWT_SECRET": openssl("rand", "-base64", "32"),
         "PAYCRAFT_TOKEN_ENCRYPTION_KEY": openssl("rand", "-hex", "32"),
         "PAYCRAFT_OAUTH_STATE_SECRET": openssl("rand", "-hex", "32"),
