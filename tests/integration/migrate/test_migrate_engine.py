@@ -275,11 +275,11 @@ def test_session_state_does_not_leak_between_files(pg_db, mdir):
         mdir,
         {
             "001_a.sql": (
-                "CREATE SCHEMA other;\nSET search_path TO other;\n"
-                "SELECT set_config('statement_timeout', '1ms', false);\nCREATE TEMP TABLE scratch(x int);\n"
+                "CREATE SCHEMA other;\nSET search_path TO other;\nCREATE TEMP TABLE scratch(x int);\n"
+                "SELECT set_config('statement_timeout', '150ms', false);\n"
             ),
             "002_b.sql": (
-                "CREATE TEMP TABLE scratch(x int);\nCREATE TABLE lands_in_public(x int);\nSELECT pg_sleep(0.05);\n"
+                "CREATE TEMP TABLE scratch(x int);\nCREATE TABLE lands_in_public(x int);\nSELECT pg_sleep(0.4);\n"
             ),
         },
     )
