@@ -333,9 +333,14 @@ def preview(text, limit=BODY_PREVIEW):
 
 
 def redact(text, secrets):
+    """Replace every secret, raw or URL-encoded, by ``********``.
+
+    Redact before cutting a preview, or a secret cut at the boundary would leak in part.
+    """
     for secret in secrets:
         if secret:
-            text = text.replace(secret, REDACTED)
+            for form in {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}:
+                text = text.replace(form, REDACTED)
     return text
 
 
@@ -403,7 +408,7 @@ def classify_config_answer(status, body_text):
         return "no_route", {}
     if status == 401 and error == "invalid_apiKey":
         return "api_key_unknown", {}
-    if status in (401, 403) or (status >= 400 and any(m in lowered for m in _JWT_MARKERS)):
+    if status in (401, 403) or (400 <= status < 500 and any(m in lowered for m in _JWT_MARKERS)):
         return "key_mismatch", {}
     if status == 400 and ("missing_apikey" in lowered or "apikey" in lowered):
         return "probe_config", {}
@@ -432,7 +437,7 @@ def probe_suite_config(params, timeout):
     except NoAnswer as exc:
         cause = {"tls": "tls_error", "timeout": "upstream_down"}.get(exc.kind, "gateway_down")
         return Outcome(False, exc.kind, exc.detail, cause, {"status": exc.kind, "url": params["api_url"]})
-    text = answer.text()
+    text = redact(answer.text(), (api_key, anon_key))
     if answer.status != 200:
         cause, context = classify_config_answer(answer.status, text)
         return Outcome(False, answer.status, f"HTTP {answer.status} {preview(text)}", cause,
@@ -573,9 +578,12 @@ def validate(params):
             errors.append(f"{name} must be an http:// or https:// URL with a host, got {value!r}")
     if not str(params.get("config_path") or "").startswith("/"):
         errors.append(f"config_path must start with '/', got {params.get('config_path')!r}")
-    for name, low in (("timeout", 0), ("interval", 0), ("request_timeout", 0)):
+    timeout = params.get("timeout")
+    if not isinstance(timeout, (int, float)) or timeout < 0:
+        errors.append(f"timeout must be 0 or more seconds, got {timeout!r}")
+    for name in ("interval", "request_timeout"):
         value = params.get(name)
-        if value is None or value < low or (name != "timeout" and value == 0):
+        if not isinstance(value, (int, float)) or value <= 0:
             errors.append(f"{name} must be a positive number of seconds, got {value!r}")
     port = params.get("db_port")
     if not isinstance(port, int) or not 0 < port < 65536:

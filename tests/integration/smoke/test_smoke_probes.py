@@ -116,6 +116,19 @@ def test_unknown_api_key_is_redacted_from_what_the_server_echoed(http_server):
     assert "/settings/api-keys" in probe["next"][0]
 
 
+def test_a_key_echoed_at_the_preview_boundary_does_not_leak_in_part(http_server):
+    secret = "pk_test_boundary_0f9e8d7c6b5a"
+
+    class Echo(Stack):
+        def config(self, api_key):
+            return self._send(401, b"x" * 190 + api_key.encode(), "text/plain")
+
+    probe = only("suite_config", api_url=http_server(Echo).url, api_key=secret)
+    assert probe["status"] == 401
+    assert "pk_test_b" not in probe["detail"]
+    assert probe["detail"].startswith("HTTP 401 " + "x" * 190 + "********")
+
+
 def test_missing_api_key_answer_points_at_the_probe(http_server):
     """validate() refuses an empty api_key; the classification of the function's 400 is checked here."""
     server = http_server(Stack)

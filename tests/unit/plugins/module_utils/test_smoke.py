@@ -160,6 +160,15 @@ def test_redact_removes_every_secret_and_ignores_empty_ones():
     assert smoke.redact("key pk_1 and eyJ.a.b", ("pk_1", "eyJ.a.b", None, "")) == "key ******** and ********"
 
 
+def test_redact_catches_url_encoded_forms():
+    assert smoke.redact("apiKey=pk%2Fa%2Bb or pk/a+b", ("pk/a+b",)) == "apiKey=******** or ********"
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_jwt_words_in_a_5xx_are_not_a_key_mismatch(status):
+    assert smoke.classify_config_answer(status, '{"message":"jwt verification service crashed"}')[0] != "key_mismatch"
+
+
 def test_parse_pg_error_reads_fields():
     body = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
     fields = smoke.parse_pg_error(body)
@@ -189,7 +198,7 @@ def test_defaults_validate():
         ({"api_url": "localhost:54321"}, "api_url must be an http:// or https:// URL"),
         ({"dashboard_url": "ftp://h"}, "dashboard_url must be an http:// or https:// URL"),
         ({"config_path": "functions/v1/config"}, "config_path must start with '/'"),
-        ({"timeout": -1}, "timeout must be a positive number"),
+        ({"timeout": -1}, "timeout must be 0 or more seconds"),
         ({"interval": 0}, "interval must be a positive number"),
         ({"request_timeout": 0}, "request_timeout must be a positive number"),
         ({"db_port": 70000}, "db_port must be a TCP port"),
