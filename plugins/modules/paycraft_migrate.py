@@ -193,7 +193,9 @@ output:
   type: list
   elements: str
 error:
-  description: On a failing migration, where and why it failed.
+  description:
+    - On a failing migration, where and why it failed (version, file, line, sqlstate, message, applied_before).
+    - On refused changed files, C(changed) lists each version with its recorded and current checksum.
   returned: failed
   type: dict
   sample: {"version": "042_add_coupons_v2", "file": "/opt/paycraft/src/server/migrations/042_add_coupons_v2.sql",
@@ -286,8 +288,9 @@ def main():
     except migrate.MigrateError as exc:
         result = (exc.result or engine.result).to_dict()
         changed = bool((exc.result or engine.result).changed)
-        extra = {"error": exc.details} if "sqlstate" in exc.details else dict(exc.details)
-        module.fail_json(msg=exc.message, changed=changed, **result, **extra)
+        if exc.details:
+            result["error"] = exc.details
+        module.fail_json(msg=exc.message, changed=changed, **result)
     for warning in res.warnings:
         module.warn(warning)
     module.exit_json(changed=res.changed, **res.to_dict())

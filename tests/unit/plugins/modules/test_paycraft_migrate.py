@@ -103,6 +103,12 @@ def test_failure_names_file_and_line_and_returns_applied(pg_db, tmp_path):
     assert "3 migration(s) applied before it" in res["msg"]
     assert [a["version"] for a in res["applied"]][-1] == "043_widen_subscription_status"
     assert res["error"]["line"] == 4 and res["error"]["sqlstate"] == "42P01"
+    # an applied file edited afterwards is refused with both checksums
+    (mdir / "044_broken.sql").unlink()
+    (mdir / "041_base.sql").write_text(FILES["041_base.sql"] + "-- edited\n")
+    proc, res = ansible(pg_db, mdir, tmp_path)
+    assert proc.returncode != 0 and "041_base.sql: recorded sha256" in res["msg"]
+    assert res["error"]["changed"][0]["version"] == "041_base" and res["changed"] is False
 
 
 def test_dangling_dir_and_bad_arguments(pg_db, tmp_path):
