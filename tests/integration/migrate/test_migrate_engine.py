@@ -285,3 +285,27 @@ def test_session_state_does_not_leak_between_files(pg_db, mdir):
     )
     assert len(migrate.run(pg_db, str(mdir)).applied) == 2
     assert query(pg_db, "SELECT to_regclass('public.lands_in_public') IS NOT NULL") == [(True,)]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "sqlstate"),
+    [
+        # plpgsql body compiled at CREATE time: the server's position points into the $$ body
+        (
+            "CREATE TABLE x(a int);\nCREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n"
+            "  RETRUN 1;\nEND;\n$$;\n",
+            4,
+            "42601",
+        ),
+        # runtime error inside a DO block: no position, found by replaying statement by statement
+        ("SELECT 1;\n\nDO $$\nBEGIN\n  PERFORM 1/0;\nEND\n$$;\nSELECT 2;\n", 3, "22012"),
+        # error after a wrapped BEGIN with transaction modes
+        ("BEGIN ISOLATION LEVEL REPEATABLE READ;\nSELECT 1;\nSELECT * FROM missing_t;\nCOMMIT;\n", 3, "42P01"),
+    ],
+)
+def test_error_lines(pg_db, mdir, body, line, sqlstate):
+    write_migrations(mdir, {"001_e.sql": body})
+    with pytest.raises(MigrateError) as ei:
+        migrate.run(pg_db, str(mdir))
+    assert (ei.value.details["line"], ei.value.details["sqlstate"]) == (line, sqlstate), ei.value.message
+    assert ledger(pg_db) == []
