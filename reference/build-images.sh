@@ -8,6 +8,13 @@
 # (default paycraft-local/<service>:ref) and built FROM ${PAYCRAFT_BASE_IMAGE}
 # (default paycraft-local/debian:bookworm). Nothing is pulled. Re-running is
 # cheap: Docker's build cache makes an unchanged image a no-op.
+#
+# Images that fetch from the npm registry at build time (edge-runtime) trust,
+# in their build stage only, the CA certificates this host added locally
+# (/usr/local/share/ca-certificates/*.crt, or the PEM file named by
+# PAYCRAFT_BUILD_CA_FILE): needed where HTTPS goes through an intercepting
+# proxy. PAYCRAFT_NPM_REGISTRY overrides npm's registry for those builds.
+# PAYCRAFT_BUILD_NETWORK (e.g. "host") is passed to `docker build --network`.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,7 +24,7 @@ tag="${PAYCRAFT_IMAGE_TAG:-ref}"
 all_services=(db auth rest kong edge-runtime dashboard)
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 print_times=0
@@ -45,6 +52,15 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
     exit 1
 fi
 
+extra_ca=""
+if [ -n "${PAYCRAFT_BUILD_CA_FILE:-}" ]; then
+    extra_ca="$(cat "$PAYCRAFT_BUILD_CA_FILE")"
+else
+    for crt in /usr/local/share/ca-certificates/*.crt; do
+        [ -f "$crt" ] && extra_ca+="$(cat "$crt")"$'\n'
+    done
+fi
+
 now() { date +%s.%N; }
 declare -A took
 total_start=$(now)
@@ -54,8 +70,12 @@ for svc in "${services[@]}"; do
     start=$(now)
     # The legacy builder (engine 20.10, no buildx) prints its progress; keep it
     # on stderr so that stdout carries only the summary.
-    if ! docker build ${build_opts[@]+"${build_opts[@]}"} --build-arg "BASE_IMAGE=$base" \
-            -t "$image" "$here/images/$svc" >&2; then
+    args=(--build-arg "BASE_IMAGE=$base")
+    [ -z "${PAYCRAFT_BUILD_NETWORK:-}" ] || args+=(--network "$PAYCRAFT_BUILD_NETWORK")
+    if grep -q '^ARG EXTRA_CA_CERTS' "$here/images/$svc/Dockerfile"; then
+        args+=(--build-arg "EXTRA_CA_CERTS=$extra_ca" --build-arg "NPM_REGISTRY=${PAYCRAFT_NPM_REGISTRY:-}")
+    fi
+    if ! docker build ${build_opts[@]+"${build_opts[@]}"} "${args[@]}" -t "$image" "$here/images/$svc" >&2; then
         echo "build-images.sh: building $image failed (see the output above)" >&2
         exit 1
     fi
