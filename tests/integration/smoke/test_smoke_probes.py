@@ -40,7 +40,7 @@ def test_healthy_stack_passes_all_four_probes(http_server, pg):
     gateway = http_server(Stack)
     dashboard = http_server(Dashboard)
     result = run(api_url=gateway.url, anon_key=ANON_KEY, dashboard_url=dashboard.url,
-                 db_host=pg.host, db_port=pg.port)
+                 db_host=pg.host, db_port=pg.port, request_timeout=10.0)  # one attempt each, even on a busy box
     assert result["ok"], result["message"]
     assert set(result["probes"]) == set(smoke.PROBES)
     for name, probe in result["probes"].items():
@@ -82,7 +82,7 @@ def test_config_path_override_is_used(http_server):
 # -------------------------------------------------------------- suite_config
 def test_function_not_found_names_the_runbook_entry(http_server):
     server = http_server(FunctionNotFound)
-    probe = only("suite_config", api_url=server.url)
+    probe = only("suite_config", api_url=server.url, timeout=2.0)
     assert not probe["ok"]
     assert probe["status"] == 404
     assert probe["cause"] == "Edge function returns 404 for /functions/v1/config"
