@@ -83,12 +83,25 @@ def db_bootstrap(params: dict) -> None:
 
 def migrations_bootstrap(selfhost: Path, params: dict | None = None, check=True, extra_env=None):
     """Run the release's own ./migrations-bootstrap.sh (psql path, PG* env)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PAYCRAFT_"))}
     if params is not None:
         env.update(PGHOST=params["host"], PGPORT=str(params["port"]), PGUSER=params["user"],
                    PGPASSWORD=params["password"], PGDATABASE=params["dbname"])
     env.update(extra_env or {})
     return run(["./migrations-bootstrap.sh"], cwd=selfhost, env=env, check=check)
+
+
+def path_without(tool: str, where: Path) -> str:
+    """A PATH with every command of this machine except `tool` (e.g. psql absent)."""
+    where.mkdir(parents=True, exist_ok=True)
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not d or not Path(d).is_dir():
+            continue
+        for exe in Path(d).iterdir():
+            link = where / exe.name
+            if exe.name != tool and not link.exists() and not link.is_symlink() and os.access(exe, os.X_OK):
+                link.symlink_to(exe)
+    return str(where)
 
 
 # --- the runbook's .env ---------------------------------------------------

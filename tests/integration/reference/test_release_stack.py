@@ -43,6 +43,7 @@ from conftest_release import (  # noqa: F401 - fixtures
     logs,
     make_release,
     migrations_bootstrap,
+    path_without,
     port_in_use,
     remove_leftover_stack,
     run,
@@ -310,6 +311,7 @@ def stack(images, origin, tmp_path_factory):
                  timeout=120, what="paycraft_db healthy")
         boot = migrations_bootstrap(selfhost)
         compose(selfhost, "up", "-d", "edge-runtime", "dashboard")
+        wait_http(f"{API}/auth/v1/health", ok=lambda r: r.status == 200, timeout=120, what="auth behind Kong")
         yield {"selfhost": selfhost, "env": values, "bootstrap": boot}
     finally:
         with contextlib.suppress(Exception):
@@ -323,8 +325,11 @@ def functions_ready(stack):
 
 
 @pytest.mark.docker
-def test_postgres_healthy_and_migrations_applied(stack):
+def test_postgres_healthy_and_migrations_applied(stack, tmp_path):
     assert summary(stack["bootstrap"].stdout) == (MIGRATIONS_V1_0_0, 0)
+    # without a local psql the script falls back to docker exec, and skips everything
+    again = migrations_bootstrap(stack["selfhost"], extra_env={"PATH": path_without("psql", tmp_path / "bin")})
+    assert summary(again.stdout) == (0, MIGRATIONS_V1_0_0)
     out = run(["docker", "exec", CONTAINERS["db"], "pg_isready", "-U", "postgres"]).stdout
     assert "accepting connections" in out
     volumes = run(["docker", "volume", "ls", "-q"]).stdout.split()

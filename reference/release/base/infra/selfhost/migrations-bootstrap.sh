@@ -33,7 +33,7 @@ else
   run_file() { pg -1 -v ON_ERROR_STOP=1 -f - <"$1"; }
 fi
 
-pg -v ON_ERROR_STOP=1 -c "CREATE TABLE IF NOT EXISTS _paycraft_migrations(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())" >/dev/null
+pg -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS _paycraft_migrations(version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())" >/dev/null
 
 # Versions already recorded, one per line.
 ledger="$(pg -v ON_ERROR_STOP=1 -tA -c "SELECT version FROM _paycraft_migrations")"
