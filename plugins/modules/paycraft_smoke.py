@@ -210,26 +210,24 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
 
+ARGUMENT_SPEC = {
+    "api_url": {"type": "str", "default": smoke.DEFAULTS["api_url"]},
+    "config_path": {"type": "str", "default": smoke.DEFAULTS["config_path"]},
+    "api_key": {"type": "str", "no_log": True},
+    "anon_key": {"type": "str", "no_log": True},
+    "dashboard_url": {"type": "str", "default": smoke.DEFAULTS["dashboard_url"]},
+    "db_host": {"type": "str", "default": smoke.DEFAULTS["db_host"]},
+    "db_port": {"type": "int", "default": smoke.DEFAULTS["db_port"]},
+    "probes": {"type": "list", "elements": "str", "choices": list(smoke.PROBES), "default": list(smoke.PROBES)},
+    "timeout": {"type": "float", "default": smoke.DEFAULTS["timeout"]},
+    "interval": {"type": "float", "default": smoke.DEFAULTS["interval"]},
+    "request_timeout": {"type": "float", "default": smoke.DEFAULTS["request_timeout"]},
+    "validate_certs": {"type": "bool", "default": True},
+}
+
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "api_url": {"type": "str", "default": smoke.DEFAULTS["api_url"]},
-            "config_path": {"type": "str", "default": smoke.DEFAULTS["config_path"]},
-            "api_key": {"type": "str", "no_log": True},
-            "anon_key": {"type": "str", "no_log": True},
-            "dashboard_url": {"type": "str", "default": smoke.DEFAULTS["dashboard_url"]},
-            "db_host": {"type": "str", "default": smoke.DEFAULTS["db_host"]},
-            "db_port": {"type": "int", "default": smoke.DEFAULTS["db_port"]},
-            "probes": {"type": "list", "elements": "str", "choices": list(smoke.PROBES),
-                       "default": list(smoke.PROBES)},
-            "timeout": {"type": "float", "default": smoke.DEFAULTS["timeout"]},
-            "interval": {"type": "float", "default": smoke.DEFAULTS["interval"]},
-            "request_timeout": {"type": "float", "default": smoke.DEFAULTS["request_timeout"]},
-            "validate_certs": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = dict(module.params)
     errors = smoke.validate(params)
     if errors:

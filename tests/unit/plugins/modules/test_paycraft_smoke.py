@@ -1,0 +1,74 @@
+"""paycraft_smoke module face: documentation matches the argument spec; parameters and failures as JSON."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import yaml
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+from ansible_collections.paycraft.selfhost.plugins.modules import paycraft_smoke
+
+DOC = yaml.safe_load(paycraft_smoke.DOCUMENTATION)
+RETURN = yaml.safe_load(paycraft_smoke.RETURN)
+
+
+def test_documented_options_are_the_argument_spec():
+    options = DOC["options"]
+    assert set(options) == set(paycraft_smoke.ARGUMENT_SPEC)
+    for name, spec in paycraft_smoke.ARGUMENT_SPEC.items():
+        doc = options[name]
+        assert doc["type"] == spec["type"], name
+        assert doc.get("default") == spec.get("default"), name
+        assert doc.get("choices") == spec.get("choices"), name
+        assert doc.get("elements") == spec.get("elements"), name
+        assert doc["description"], name
+
+
+def test_keys_are_no_log():
+    assert paycraft_smoke.ARGUMENT_SPEC["api_key"]["no_log"] is True
+    assert paycraft_smoke.ARGUMENT_SPEC["anon_key"]["no_log"] is True
+
+
+def test_attributes_and_return_are_documented():
+    assert DOC["attributes"]["check_mode"]["support"] == "full"
+    assert DOC["attributes"]["diff_mode"]["support"] == "none"
+    assert {"summary", "probes", "suite_config", "msg"} <= set(RETURN)
+    assert set(RETURN["probes"]["contains"]) == {"ok", "attempts", "latency_ms", "status", "detail", "cause_id",
+                                                 "cause", "explanation", "runbook", "next"}
+    yaml.safe_load(paycraft_smoke.EXAMPLES)
+
+
+def _run(args, capsys):
+    with patch_module_args(args), pytest.raises(SystemExit) as exit_info:
+        paycraft_smoke.main()
+    return exit_info.value.code, json.loads(capsys.readouterr().out)
+
+
+def test_missing_api_key_is_a_clear_error(capsys):
+    code, result = _run({"probes": ["suite_config", "gateway"]}, capsys)
+    assert code == 1 and result["failed"] is True and result["changed"] is False
+    assert result["msg"].startswith("paycraft_smoke: invalid parameters: api_key is required when the suite_config")
+
+
+def test_unknown_probe_is_rejected_by_the_spec(capsys):
+    code, result = _run({"probes": ["kong"]}, capsys)
+    assert code == 1 and "value of probes must be one or more of" in result["msg"]
+
+
+def test_failed_probe_fails_with_the_message_and_keeps_the_result(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, result = _run({"probes": ["postgres"], "db_port": port, "timeout": 0, "request_timeout": 1,
+                         "_ansible_check_mode": True}, capsys)
+    assert code == 1 and result["changed"] is False
+    assert result["msg"].splitlines() == [
+        "smoke: 0/1 probes passed (postgres FAILED after 1 attempt)",
+        "postgres: connection refused — likely cause: " + smoke.CAUSES["postgres_no_response"]["heading"]
+        + ". Next: docker exec paycraft_db pg_isready -U postgres; docker logs paycraft_db --tail 50",
+    ]
+    assert result["probes"]["postgres"]["status"] == "no response"
+    assert result["suite_config"] is None
