@@ -192,3 +192,14 @@ def test_a_daemon_that_does_not_start_is_explained(run_role, private_daemon):
     assert "localhost: the Docker daemon did not answer `docker info`" in message
     assert f"tail -n 50 {private_daemon['log']}" in message
     assert "no-such-dockerd" in message  # the log's last lines say what went wrong
+
+
+def test_docker_ce_does_not_replace_the_distribution_engine(run_role, docker_engine):
+    """This machine has Debian's docker.io: switching to Docker's packages would restart every container."""
+    run = run_role("docker", {"paycraft_docker_install_method": "docker_ce", "paycraft_docker_python_packages": []})
+    assert run.rc != 0
+    message = " ".join(run.failures)
+    assert "localhost: paycraft_docker_install_method=docker_ce but docker.io is installed" in message
+    assert "apt-get remove docker.io" in message
+    assert "paycraft_docker_install_method: distribution" in message
+    assert not Path("/etc/apt/sources.list.d/docker.sources").exists()
