@@ -103,7 +103,11 @@ attributes:
     support: none
 notes:
   - Redirects are not followed (like C(curl) without C(-L)); a 3xx answer of the dashboard passes.
-  - The api key and the anon key are never part of a result, a failure message or the log.
+  - The api key and the anon key are never part of a result, a failure message or the log (a body that echoes
+    them back is redacted). In an ad-hoc run (C(ansible -m ... -a ...)) pass them through variables
+    (C(-a 'api_key={{ key }}' -e @vault.yml)), because ansible-core prints the literal C(-a) string of a failed
+    ad-hoc task.
+  - Proxies set in the environment (C(http_proxy), C(https_proxy), C(no_proxy)) apply, as they do for C(curl).
   - The probes and causes follow the PayCraft self-hosting runbook, section 6 (Smoke test) and section 7
     (Troubleshooting).
 """

@@ -1,4 +1,7 @@
-"""paycraft.selfhost.paycraft_smoke run by ansible-playbook -vvv against real servers.
+"""paycraft.selfhost.paycraft_smoke run by ansible -vvv (ad hoc) and ansible-playbook -vvv against real servers.
+
+The ad-hoc runs pass the key through a variable: on a failed ad-hoc task ansible-core itself echoes the
+literal ``-a`` string (the operator's own command line), which no module can mask.
 
 One playbook run covers: a healthy stack (normal and check mode), a failing one (Function not found),
 a server that echoes the api key back in its error, and bad parameters. Asserted: changed false, the
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +149,44 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
     invalid = results["invalid"]
     assert invalid["failed"] is True and invalid["changed"] is False
     assert "api_key is required when the suite_config probe runs" in invalid["msg"]
+
+
+def _adhoc(args, extra, env_over=None):
+    binary = Path(sys.executable).parent / "ansible"
+    env = {**os.environ, "ANSIBLE_PYTHON_INTERPRETER": sys.executable, "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(Path(__file__).resolve().parents[3] / ".venv" / "collections"))
+    cmd = [str(binary), "localhost", "-i", "localhost,", "-c", "local", "-m", "paycraft.selfhost.paycraft_smoke",
+           "-a", args, "-vvv"]
+    for key, value in extra.items():
+        cmd += ["-e", f"{key}={value}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=Path(__file__).parent)
+    output = proc.stdout + proc.stderr
+    match = re.search(r"^localhost \| (SUCCESS|FAILED!) => ", proc.stdout, re.MULTILINE)
+    assert match, output[-3000:]
+    result, _ = json.JSONDecoder().raw_decode(proc.stdout[match.end():])
+    return proc.returncode, result, output
+
+
+def test_module_ad_hoc(http_server):
+    healthy, broken = http_server(Tenant), http_server(FunctionNotFound)
+    extra = {"smoke_api_key": API_KEY, "smoke_anon_key": ANON_KEY}
+    keys = "api_key={{ smoke_api_key }} anon_key={{ smoke_anon_key }} probes=suite_config,gateway"
+
+    code, result, output = _adhoc(f"{keys} api_url={healthy.url} timeout=5", extra)
+    assert code == 0, output[-3000:]
+    assert result["changed"] is False
+    assert result["suite_config"] == SUITE_CONFIG
+    assert result["summary"].startswith("smoke: 2/2 probes passed (suite_config ")
+    assert result["invocation"]["module_args"]["api_key"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+    code, result, failed_output = _adhoc(f"{keys} api_url={broken.url} timeout=1 interval=0.2", extra)
+    assert code == 2 and "localhost | FAILED! => " in failed_output
+    assert result["changed"] is False
+    assert result["probes"]["suite_config"]["cause"] == "Edge function returns 404 for /functions/v1/config"
+    assert result["msg"].splitlines()[1].startswith('suite_config: HTTP 404 {"message": "Function not found"}')
+
+    assert {"apiKey": [API_KEY]} in [s["query"] for s in healthy.seen + broken.seen]
+    for secret in (API_KEY, ANON_KEY):
+        assert secret not in output
+        assert secret not in failed_output
