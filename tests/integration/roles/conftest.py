@@ -1,10 +1,11 @@
-"""Run the collection's roles through a real ``ansible-playbook`` on localhost.
+"""Run the collection's roles through a real ``ansible-playbook``.
 
-``run_role(role, vars)`` writes a one-play playbook (connection local,
-``gather_facts: false``) that applies ``paycraft.selfhost.<role>`` and then
-prints the facts named in ``show``; it runs it with the JSON callback and
-returns a :class:`RoleRun` (rc, stats of localhost, the facts, every failure
-message, and the raw output for diagnosis).
+``run_role(role, vars)`` writes a one-play playbook (``gather_facts: false``;
+on localhost with connection local, or on ``host`` with ``host_vars``) that
+applies ``paycraft.selfhost.<role>`` and then prints the facts named in
+``show``; it runs it with the JSON callback and returns a :class:`RoleRun`
+(rc, stats of the host, the facts, every failure message, and the raw output
+for diagnosis).
 """
 
 from __future__ import annotations
@@ -50,14 +51,13 @@ def run_role(tmp_path):
     counter = {"n": 0}
 
     def _run(role: str, role_vars: dict, show: tuple[str, ...] = (), check: bool = False,
-             tags: str | None = None) -> RoleRun:
+             tags: str | None = None, host: str = "localhost", host_vars: dict | None = None) -> RoleRun:
         counter["n"] += 1
         work = tmp_path / f"run{counter['n']}"
         work.mkdir()
         play = [{
             "name": f"apply paycraft.selfhost.{role}",
-            "hosts": "localhost",
-            "connection": "local",
+            "hosts": host,
             "gather_facts": False,
             "roles": [{"role": f"paycraft.selfhost.{role}"}],
             "post_tasks": [
@@ -67,9 +67,9 @@ def run_role(tmp_path):
         }]
         (work / "play.yml").write_text(json.dumps(play))
         (work / "vars.json").write_text(json.dumps(role_vars))
-        (work / "hosts.ini").write_text(
-            f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(work / "hosts.ini"),
+        inventory_vars = host_vars or {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        (work / "hosts.json").write_text(json.dumps({"all": {"hosts": {host: inventory_vars}}}))
+        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(work / "hosts.json"),
                "-e", f"@{work / 'vars.json'}", str(work / "play.yml")]
         if check:
             cmd.append("--check")
@@ -87,7 +87,7 @@ def run_role(tmp_path):
         tasks, facts, failures = {}, {}, []
         for play_result in data.get("plays", []):
             for task in play_result.get("tasks", []):
-                res = task.get("hosts", {}).get("localhost", {})
+                res = task.get("hosts", {}).get(host, {})
                 name = task["task"]["name"]
                 tasks[name] = res
                 if res.get("failed") and not res.get("ignore_errors"):
@@ -95,7 +95,7 @@ def run_role(tmp_path):
                 for fact in show:
                     if name == f"show {fact}" and fact in res:
                         facts[fact] = res[fact]
-        stats = data.get("stats", {}).get("localhost", {})
+        stats = data.get("stats", {}).get(host, {})
         return RoleRun(proc.returncode, stats, facts, failures, tasks, output)
 
     return _run

@@ -1,8 +1,9 @@
 """The docker role on this machine: Debian's docker.io, no systemd, a running engine.
 
 The machine's own dockerd is never stopped or restarted: the start path is
-tested with a second, private dockerd (its own socket, data and exec roots, no
-networking), which the test stops again.
+tested with a second, private dockerd (its own socket, data and exec roots, and
+its own network namespace so that it cannot touch the machine's docker0
+bridge), which the test stops again.
 """
 
 from __future__ import annotations
@@ -156,12 +157,17 @@ def test_background_manager_starts_a_daemon_once(run_role, docker_engine, privat
         "paycraft_docker_python_packages": [],
         "paycraft_docker_host": f"unix://{private_daemon['sock']}",
         "paycraft_docker_daemon_log": str(private_daemon["log"]),
+        # its own network namespace: a second dockerd in the machine's namespace would manage (and, with
+        # --bridge=none, delete) the docker0 bridge the machine's engine uses. The socket is a file, so the
+        # CLI reaches it from here.
+        "paycraft_docker_daemon_binary": "unshare",
         "paycraft_docker_daemon_args": [
+            "--net", "--", "dockerd",
             "--host", f"unix://{private_daemon['sock']}", "--data-root", str(base / "data"),
-            "--exec-root", str(base / "x"), "--pidfile", str(private_daemon["pid"]),
-            "--bridge", "none", "--iptables=false",
+            "--exec-root", str(base / "x"), "--pidfile", str(private_daemon["pid"]), "--iptables=false",
         ],
     }
+    bridge_before = Path("/sys/class/net/docker0").exists()
     started = run_role("docker", role_vars)
     assert started.rc == 0, started.explain()
     assert started.changed_tasks() == [START_TASK]
@@ -175,6 +181,7 @@ def test_background_manager_starts_a_daemon_once(run_role, docker_engine, privat
     assert again.rc == 0, again.explain()
     assert again.changed == 0, again.changed_tasks()
     assert private_daemon["pid"].read_text().strip() == pid
+    assert Path("/sys/class/net/docker0").exists() == bridge_before, "the machine's docker0 bridge must stay"
 
 
 def test_a_daemon_that_does_not_start_is_explained(run_role, private_daemon):
