@@ -51,7 +51,7 @@ def config_run(tmp_path):
         "paycraft_config_group": group,
     }
 
-    def run(extra: dict | None = None, *flags: str, json_output: bool = False) -> Run:
+    def run(extra: dict | None = None, *flags: str, json_output: bool = False, playbook: Path = PLAYBOOK) -> Run:
         vars_file = tmp_path / "vars.json"
         vars_file.write_text(json.dumps({**base, **(extra or {})}))
         vars_file.chmod(0o600)
@@ -59,7 +59,7 @@ def config_run(tmp_path):
         if json_output:
             env["ANSIBLE_STDOUT_CALLBACK"] = "json"
         proc = subprocess.run(
-            ["ansible-playbook", "-i", "localhost,", "-e", f"@{vars_file}", *flags, str(PLAYBOOK)],
+            ["ansible-playbook", "-i", "localhost,", "-e", f"@{vars_file}", *flags, str(playbook)],
             capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
         )
         out = proc.stdout + proc.stderr

@@ -12,6 +12,8 @@ import jwt
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import envfile as ef
 
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+
 SECRET_KEYS = [
     "PAYCRAFT_DB_PASSWORD",
     "PAYCRAFT_JWT_SECRET",
@@ -133,15 +135,12 @@ def test_every_bad_input_reported_at_once_before_anything_changes(config_run, tm
     }
     run = config_run(bad, json_output=True)
     assert run.rc != 0 and run.changed == 0
-    selfhost = config_run.base["paycraft_selfhost_dir"]
     assert run.task_result()["msg"].splitlines() == [
         "localhost: set paycraft_config_license_key or paycraft_config_license_file, not both.",
         f"localhost: paycraft_config_license_file {tmp_path}/no-such-license.key is not a file on the controller; "
         "expected the LICENSE-ENTERPRISE.key you received from MobileByteLabs.",
         "localhost: paycraft_dashboard_url (PAYCRAFT_DASHBOARD_URL) must not be empty; expected the public URL of "
         "the dashboard, such as http://localhost:3000 (runbook section 3).",
-        f"localhost: an Enterprise license is set but {selfhost} does not exist; run the source role first (site.yml "
-        "does) or set paycraft_selfhost_dir.",
         "localhost: paycraft_db_password (PAYCRAFT_DB_PASSWORD) must be at least 16 characters of A-Z a-z 0-9 . _ ~ - "
         "only (the compose file puts it in postgres://user:PASSWORD@db URLs, where / + = @ : ? # % break the URL).",
         "localhost: paycraft_jwt_secret (PAYCRAFT_JWT_SECRET) must be at least 32 characters (as `openssl rand "
@@ -216,3 +215,19 @@ def test_db_password_guard_with_a_real_volume(config_run, docker_engine):
         )
     finally:
         subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
+
+
+def test_validation_alone_and_check_mode_change_nothing_on_a_fresh_host(config_run):
+    project = {"paycraft_compose_project": f"selfhost-test-{uuid.uuid4().hex[:8]}"}
+    alone = config_run(project, playbook=PLAYBOOKS / "validate_only.yml")
+    assert alone.rc == 0 and alone.changed == 0, alone.out[-3000:]
+    bad = config_run(dict(project, paycraft_platform_stripe_client_id="id_1"), playbook=PLAYBOOKS / "validate_only.yml",
+                     json_output=True)
+    assert bad.rc != 0
+    assert bad.task_result()["msg"] == (
+        "localhost: paycraft_platform_stripe_client_id (PAYCRAFT_PLATFORM_STRIPE_CLIENT_ID) must be empty or start "
+        "with ca_ (your Stripe Connect platform OAuth client id)."
+    )
+    check = config_run(project, "--check")
+    assert check.rc == 0 and check.changed >= 1, check.out[-3000:]
+    assert not Path(config_run.base["paycraft_config_dir"]).exists()
