@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
+
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
 from smoke_servers import (
@@ -310,3 +314,25 @@ def test_probes_run_in_parallel_under_one_deadline(closed_port, silent_server):
     # a refused probe retries several times within the deadline; the silent postgres at most 1s / 0.4s
     assert result["probes"]["gateway"]["attempts"] >= 2
     assert 1 <= result["probes"]["postgres"]["attempts"] <= 4
+
+
+# --------------------------------------------------------------------- TLS
+def test_https_self_signed_fails_verification_unless_validate_certs_false(http_server, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = http_server(Dashboard)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+    url = f"https://127.0.0.1:{server.port}"
+
+    refused = only("dashboard", dashboard_url=url, timeout=5)
+    assert refused["status"] == "tls" and refused["cause_id"] == "tls_error"
+    assert refused["attempts"] == 1  # a certificate does not fix itself
+    assert refused["next"] == [f"curl -vI {url}"]
+
+    accepted = only("dashboard", dashboard_url=url, validate_certs=False)
+    assert accepted["ok"] and accepted["status"] == 200
