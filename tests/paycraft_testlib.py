@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 STRICT = os.environ.get("PAYCRAFT_STRICT") == "1"
+REPO = Path(__file__).resolve().parent.parent
+# The runbook we automate: ../shared beside the checkout (as on the developers' machines and in CI).
+RUNBOOK = Path(os.environ.get("PAYCRAFT_RUNBOOK", REPO.parent / "shared" / "reference" / "selfhost-runbook.txt"))
 
 
 def missing(what: str) -> None:

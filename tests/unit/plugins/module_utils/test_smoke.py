@@ -8,8 +8,7 @@ import struct
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
-
-RUNBOOK = "/work/shared/reference/selfhost-runbook.txt"
+from paycraft_testlib import RUNBOOK, missing
 
 GOOD = {
     "tenant_id": "tenant-1",
@@ -112,7 +111,7 @@ def _runbook_text():
         with open(RUNBOOK, encoding="utf-8") as handle:
             return " ".join(handle.read().split())
     except OSError:
-        pytest.skip(f"runbook not at {RUNBOOK}")
+        missing(f"the runbook at {RUNBOOK} (../shared beside the checkout, or PAYCRAFT_RUNBOOK)")
 
 
 @pytest.mark.parametrize("cause_id", sorted(c for c in smoke.CAUSES if smoke.CAUSES[c]["runbook"]))
