@@ -68,7 +68,8 @@ options:
     description:
       - The release's C(.env.example). Its variables that are not section 3 variables, not the anon-key mirrors
         and not already in O(path) are written with their example values. Variables whose name looks like a
-        secret (C(SECRET), C(PASS), C(TOKEN), C(*_KEY), C(PRIVATE), C(CREDENTIAL)) are never copied (a warning names them).
+        secret (C(SECRET), C(PASS), C(TOKEN), C(*_KEY), C(PRIVATE), C(CREDENTIAL)) are never copied (a warning
+        names them).
       - A missing file is ignored.
     type: path
   import_from:
@@ -122,8 +123,8 @@ options:
     default: "Managed by Ansible (paycraft.selfhost). PayCraft secrets, runbook section 3. Keep this file 0600."
   return_values:
     description:
-      - Return every value written in RV(env). Secrets in the result: only allowed on a task with
-        C(no_log: true) (the module fails otherwise).
+      - Return every value written in RV(env). As that puts secrets in the result, it is only allowed on a task
+        with C(no_log) set to C(true) (the module fails otherwise).
     type: bool
     default: false
 attributes:
@@ -285,6 +286,13 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    # the URLs and the Stripe client id are public: show them in diffs and messages (Ansible masks every
+    # string of a no_log option, and `values` also carries the secrets)
+    secret_values = {str(v) for k, v in p["values"].items() if k not in keymod.PUBLIC_KEYS and v}
+    for key in keymod.PUBLIC_KEYS:
+        value = p["values"].get(key)
+        if value and str(value) not in secret_values:
+            module.no_log_values.discard(str(value))
     path = p["path"]
     host = p["host"] or socket.gethostname()
     result = dict(changed=False, path=path, verification={})

@@ -88,6 +88,7 @@ def test_check_mode_writes_nothing_and_diff_is_masked(tmp_path):
     assert sorted(res["changed_keys"]) == ["PAYCRAFT_API_URL", "PAYCRAFT_OAUTH_STATE_SECRET"]
     assert "PAYCRAFT_OAUTH_STATE_SECRET=******** (old)" in res["diff"]["before"]
     assert "PAYCRAFT_OAUTH_STATE_SECRET=******** (new)" in res["diff"]["after"]
+    assert "PAYCRAFT_API_URL=https://billing.example.com" in res["diff"]["after"]  # public: shown
     for value in list(old.values()) + list(given.values()):
         if len(value) >= 16 and not value.startswith("http"):
             assert value not in out
@@ -99,7 +100,7 @@ def test_no_secret_in_verbose_output(tmp_path):
     _, out = run(tmp_path, {"path": str(path), "values": given}, diff=True, verbosity=4)
     assert "changed: [localhost]" in out
     values = read(path)
-    for key in SECRET_KEYS + ["PAYCRAFT_PLATFORM_STRIPE_SECRET_KEY"]:
+    for key in [*SECRET_KEYS, "PAYCRAFT_PLATFORM_STRIPE_SECRET_KEY"]:
         assert values[key] and values[key] not in out, key
 
 
@@ -187,7 +188,7 @@ def test_bad_values_all_reported(tmp_path):
     path = tmp_path / "paycraft.env"
     res, _ = run(tmp_path, {"path": str(path), "host": "web1", "values": {"FOO": "zzq-1"}})
     assert res["msg"] == "web1: values only takes the runbook section 3 variables; move FOO to extra_env."
-    res, out = run(tmp_path, {"path": str(path), "host": "web1", "labels": {"PAYCRAFT_API_URL": "paycraft_api_url"},
+    res, _ = run(tmp_path, {"path": str(path), "host": "web1", "labels": {"PAYCRAFT_API_URL": "paycraft_api_url"},
                               "values": {"PAYCRAFT_API_URL": "nope", "PAYCRAFT_TOKEN_ENCRYPTION_KEY": "abc123"}})
     assert res["failed"] is True and not path.exists()
     assert res["msg"].splitlines() == [
