@@ -73,6 +73,16 @@ def test_fresh_host_gets_docker_io_compose_and_a_running_daemon(run_role, fresh_
     }
     assert docker("exec", fresh_host, "sh", "-c", "command -v dockerd", check=False).returncode != 0
 
+    # check mode on a host without Docker (and without an apt index): reports, changes nothing
+    dry = run_role("docker", role_vars, host="fresh", host_vars=host_vars, check=True)
+    assert dry.rc == 0, dry.explain()
+    would_install = "paycraft.selfhost.docker : Report the Docker Engine packages check mode would install"
+    assert would_install in dry.changed_tasks()
+    assert "check mode: the Docker daemon does not answer" in dry.output
+    assert docker("exec", fresh_host, "sh", "-c", "command -v dockerd", check=False).returncode != 0
+    assert docker("exec", fresh_host, "test", "-e", "/usr/local/lib/docker/cli-plugins/docker-compose",
+                  check=False).returncode != 0
+
     first = run_role("docker", role_vars, host="fresh", host_vars=host_vars,
                      show=("paycraft_docker_engine_version", "paycraft_docker_compose_version"))
     assert first.rc == 0, first.explain()
