@@ -35,6 +35,9 @@ description:
   - The file is written atomically (temp file in the same directory, fsync, rename) with O(mode) and
     ownership set before any byte is written. Comments, blank lines, C(export) prefixes, quoting and the
     order of keys of an existing file are preserved; keys the module does not manage are left alone.
+  - Producing the secrets and writing the env file are one module on purpose. The values are decided from
+    the file's current content and written in the same step, so no secret ever travels through a task
+    result (there is no separate env-file module).
 author:
   - paycraft.selfhost maintainers
 options:

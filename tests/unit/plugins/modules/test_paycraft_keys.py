@@ -214,3 +214,12 @@ def test_bad_values_all_reported(tmp_path):
         "web1: paycraft_api_url (PAYCRAFT_API_URL) must be an http:// or https:// URL such as http://localhost:54321 "
         "(a host, an optional port and path; no credentials, query or fragment).",
     ]
+
+
+def test_ansible_doc_renders():
+    proc = subprocess.run(["ansible-doc", "--json", "paycraft.selfhost.paycraft_keys"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)["paycraft.selfhost.paycraft_keys"]
+    assert doc["doc"]["options"]["values"]["type"] == "dict"
+    assert {"generated", "kept", "verification", "env"} <= set(doc["return"])
