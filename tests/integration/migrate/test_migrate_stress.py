@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -83,6 +84,18 @@ def assert_all_or_nothing(params):
     return ledger
 
 
+def process_list() -> str:
+    """Every process's command line, as ps would show it."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                out.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                pass
+    return "\n".join(out)
+
+
 def run_engine(params, mdir, **kw):
     return subprocess.Popen(
         [sys.executable, str(RUN_ENGINE), str(mdir), "30"],
@@ -108,6 +121,7 @@ def test_kill_9_at_random_points(fresh_db, tmp_path):
         params = fresh_db()
         proc = run_engine(params, mdir)
         time.sleep(rng.uniform(0.05, full))
+        assert params["password"] not in process_list()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         proc.stdout.close()
