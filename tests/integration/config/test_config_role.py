@@ -231,3 +231,22 @@ def test_validation_alone_and_check_mode_change_nothing_on_a_fresh_host(config_r
     check = config_run(project, "--check")
     assert check.rc == 0 and check.changed >= 1, check.out[-3000:]
     assert not Path(config_run.base["paycraft_config_dir"]).exists()
+
+
+def test_engine_unreachable_falls_back_to_the_data_root(config_run, tmp_path):
+    project = f"selfhost-test-{uuid.uuid4().hex[:8]}"
+    data_root = tmp_path / "docker-data"
+    (data_root / "volumes").mkdir(parents=True)
+    env_file = Path(config_run.base["paycraft_config_dir"]) / "paycraft.env"
+    unreachable = {"paycraft_compose_project": project, "paycraft_config_docker_host": f"unix://{tmp_path}/none.sock",
+                   "paycraft_config_docker_data_root": str(data_root)}
+    assert config_run(unreachable).rc == 0
+    content = env_file.read_bytes()
+    (data_root / "volumes" / f"{project}_paycraft-db").mkdir()
+    refused = config_run(dict(unreachable, paycraft_db_password="a-brand-new-password-42"), json_output=True)
+    assert refused.rc != 0 and env_file.read_bytes() == content
+    assert "you cannot rotate it without a db reset" in refused.task_result()["msg"]
+    (data_root / "volumes" / f"{project}_paycraft-db").rmdir()  # the volume cannot exist: the change is allowed
+    allowed = config_run(dict(unreachable, paycraft_db_password="a-brand-new-password-42"))
+    assert allowed.rc == 0 and allowed.changed >= 1
+    assert _read(env_file)["PAYCRAFT_DB_PASSWORD"] == "a-brand-new-password-42"
