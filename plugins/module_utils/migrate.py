@@ -595,7 +595,6 @@ class Engine:
             ) from None
         finally:
             cur.execute("RESET lock_timeout")
-        self._key = key
 
     def _lock_holder(self, cur, key: int) -> str:
         cur.execute(
@@ -660,16 +659,17 @@ class Engine:
                 self._verify(cur, migrations, ledger)
                 todo = self._select(migrations, ledger)
                 res.pending = [m.version for m in todo]
+                # refuse unsupported files (transaction control, psql meta-commands) before applying anything
+                plans = [plan_migration(m) for m in todo]
                 if self.check_mode:
                     res.check_mode = True
                     res.adopted = [m.version for m in migrations if m.version in ledger and ledger[m.version] is None]
                     for m in todo:
-                        plan_migration(m)  # report refusals in check mode too
                         self._say(f"would apply {m.version}")
                     return res
                 self._adopt(cur, migrations, ledger)
                 for idx, m in enumerate(todo):
-                    self._apply(conn, cur, m, idx, todo)
+                    self._apply(conn, cur, m, plans[idx], idx, todo)
                 done = {a["version"] for a in res.applied}
                 res.remaining = [m.version for m in migrations if m.version not in ledger and m.version not in done]
                 return res
@@ -750,11 +750,10 @@ class Engine:
             (m.version, m.checksum, ms, _applied_by()),
         )
 
-    def _apply(self, conn, cur, m: Migration, idx: int, todo: list[Migration]) -> None:
+    def _apply(self, conn, cur, m: Migration, plan: Plan, idx: int, todo: list[Migration]) -> None:
         import psycopg2
 
         res = self.result
-        plan = plan_migration(m)
         self._say(f"apply {m.version}")
         t0 = time.perf_counter()
         failed_stmt: Statement | None = None

@@ -309,3 +309,19 @@ def test_error_lines(pg_db, mdir, body, line, sqlstate):
         migrate.run(pg_db, str(mdir))
     assert (ei.value.details["line"], ei.value.details["sqlstate"]) == (line, sqlstate), ei.value.message
     assert ledger(pg_db) == []
+
+
+def test_refusals_happen_before_anything_is_applied(pg_db, mdir):
+    write_migrations(
+        mdir,
+        {
+            "001_ok.sql": "CREATE TABLE ok1(x int);\n",
+            "002_mid_commit.sql": "CREATE TABLE ok2(x int);\nCOMMIT;\nCREATE TABLE ok3(x int);\n",
+        },
+    )
+    with pytest.raises(MigrateError, match=r"002_mid_commit.sql line 2: transaction control 'COMMIT;'"):
+        migrate.run(pg_db, str(mdir))
+    with pytest.raises(MigrateError, match=r"002_mid_commit\.sql line 2"):
+        migrate.run(pg_db, str(mdir), check_mode=True)
+    assert query(pg_db, "SELECT to_regclass('ok1')") == [(None,)]
+    assert ledger(pg_db) == []
