@@ -96,10 +96,6 @@ notes:
     into a process list or a result.
   - Files are plain SQL; psql meta-commands (C(\i), C(\set)) and C(COPY ... FROM STDIN) data blocks are
     refused with the file and line.
-seealso:
-  - name: PayCraft self-hosting runbook, section 4 (Migration bootstrap)
-    description: The bash applier this module replaces.
-    link: https://paycraft.mobilebytesensei.com/enterprise
 """
 
 EXAMPLES = r"""
