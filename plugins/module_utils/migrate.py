@@ -770,7 +770,7 @@ class Engine:
                 try:
                     if plan.set_transaction:
                         cur.execute("SET TRANSACTION " + plan.set_transaction)
-                    if plan.sql.strip():
+                    if plan.statements:  # a comment-only file is an empty query to the server
                         cur.execute(plan.sql)
                     ms = int((time.perf_counter() - t0) * 1000)
                     self._record(cur, m, ms)

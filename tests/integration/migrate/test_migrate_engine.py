@@ -325,3 +325,16 @@ def test_refusals_happen_before_anything_is_applied(pg_db, mdir):
         migrate.run(pg_db, str(mdir), check_mode=True)
     assert query(pg_db, "SELECT to_regclass('ok1')") == [(None,)]
     assert ledger(pg_db) == []
+
+
+def test_comment_only_and_empty_files_are_recorded(pg_db, mdir):
+    write_migrations(
+        mdir,
+        {
+            "001_note.sql": "-- intentionally empty: kept for numbering\n/* nothing; here */\n",
+            "002_empty.sql": "",
+            "003_wrapped_empty.sql": "BEGIN;\n-- nothing\nCOMMIT;\n",
+        },
+    )
+    res = migrate.run(pg_db, str(mdir))
+    assert [a["version"] for a in res.applied] == ["001_note", "002_empty", "003_wrapped_empty"]
