@@ -103,7 +103,7 @@ def upstream_stack(images, origin, tmp_path_factory):
         yield {"selfhost": selfhost, "env": values, "bootstrap": boot}
     finally:
         with contextlib.suppress(Exception):
-            compose(selfhost, "down", "-v", "--remove-orphans", check=False, timeout=180)
+            compose(selfhost, "down", "-v", "--remove-orphans", "-t", "3", check=False, timeout=180)
         remove_leftover_stack()
 
 
