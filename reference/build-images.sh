@@ -24,7 +24,7 @@ tag="${PAYCRAFT_IMAGE_TAG:-ref}"
 all_services=(db auth rest kong edge-runtime dashboard)
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 print_times=0
