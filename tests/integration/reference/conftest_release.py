@@ -8,6 +8,7 @@ by hand, as the runbook does it — no Ansible.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -291,7 +292,7 @@ def fixture_supa_db(pg_db):
     return pg_db
 
 
-@pytest.fixture(scope="module", name="images")
+@pytest.fixture(scope="session", name="images")
 def fixture_images(docker_engine):
     """The reference images, built (or found cached) by reference/build-images.sh."""
     if not BUILD_IMAGES.is_file():
@@ -302,3 +303,38 @@ def fixture_images(docker_engine):
     absent = missing_images()
     if absent:
         pytest.fail(f"reference/build-images.sh did not produce {absent}")
+
+
+@contextlib.contextmanager
+def runbook_stack(origin: Path, root: Path, tag: str, check_bootstrap: bool = True):
+    """Runbook section 2 by hand on `tag`; always `docker compose down -v` afterwards.
+
+    cd infra/selfhost; .env from openssl + ./generate-keys.sh; docker compose up -d
+    db auth kong; wait for Postgres; ./migrations-bootstrap.sh; docker compose up -d
+    edge-runtime dashboard. Yields {"selfhost", "env", "bootstrap"}.
+    """
+    from conftest import wait_for
+
+    remove_leftover_stack()
+    busy = [p for p in (54321, 54322, 3000) if port_in_use(p)]
+    if busy:
+        pytest.fail(f"host ports {busy} are in use: another PayCraft stack (or other service) is running")
+    clone = clone_release(origin, root / "paycraft", tag)
+    selfhost = clone / "infra" / "selfhost"
+    try:
+        try:
+            values = write_env(selfhost)
+            compose(selfhost, "up", "-d", "db", "auth", "kong")
+            wait_for(lambda: container_state(CONTAINERS["db"]).get("Health", {}).get("Status") == "healthy",
+                     timeout=120, what="paycraft_db healthy")
+            boot = migrations_bootstrap(selfhost, check=check_bootstrap)
+            compose(selfhost, "up", "-d", "edge-runtime", "dashboard")
+            wait_http(f"{API}/auth/v1/health", ok=lambda r: r.status == 200, timeout=120, what="auth behind Kong")
+        except Exception as exc:
+            tail = compose(selfhost, "logs", "--no-color", "--tail", "40", check=False).stdout
+            raise AssertionError(f"{tag}: the stack did not come up: {exc}\n--- docker compose logs\n{tail}") from exc
+        yield {"selfhost": selfhost, "env": values, "bootstrap": boot}
+    finally:
+        with contextlib.suppress(Exception):
+            compose(selfhost, "down", "-v", "--remove-orphans", "-t", "3", check=False, timeout=180)
+        remove_leftover_stack()

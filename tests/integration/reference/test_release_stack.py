@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import jwt
 import pytest
-from conftest import wait_for
 from conftest_release import (  # noqa: F401 - fixtures
     API,
     CONTAINERS,
@@ -45,8 +43,8 @@ from conftest_release import (  # noqa: F401 - fixtures
     migrations_bootstrap,
     path_without,
     port_in_use,
-    remove_leftover_stack,
     run,
+    runbook_stack,
     signup,
     summary,
     wait_http,
@@ -297,26 +295,8 @@ def test_upgrade_to_v1_1_0_backfills_and_v1_1_1_fails_part_way(origin, tmp_path,
 @pytest.fixture(scope="module")
 def stack(images, origin, tmp_path_factory):
     """v1.0.0 up by hand, as runbook section 2 does it; torn down with -v."""
-    remove_leftover_stack()
-    busy = [p for p in (54321, 54322, 3000) if port_in_use(p)]
-    if busy:
-        pytest.fail(f"host ports {busy} are in use: another PayCraft stack (or other service) is running")
-    root = tmp_path_factory.mktemp("stack")
-    clone = clone_release(origin, root / "paycraft", "v1.0.0")
-    selfhost = clone / "infra" / "selfhost"
-    try:
-        values = write_env(selfhost)
-        compose(selfhost, "up", "-d", "db", "auth", "kong")
-        wait_for(lambda: container_state(CONTAINERS["db"]).get("Health", {}).get("Status") == "healthy",
-                 timeout=120, what="paycraft_db healthy")
-        boot = migrations_bootstrap(selfhost)
-        compose(selfhost, "up", "-d", "edge-runtime", "dashboard")
-        wait_http(f"{API}/auth/v1/health", ok=lambda r: r.status == 200, timeout=120, what="auth behind Kong")
-        yield {"selfhost": selfhost, "env": values, "bootstrap": boot}
-    finally:
-        with contextlib.suppress(Exception):
-            compose(selfhost, "down", "-v", "--remove-orphans", "-t", "3", check=False, timeout=180)
-        remove_leftover_stack()
+    with runbook_stack(origin, tmp_path_factory.mktemp("stack"), "v1.0.0") as up:
+        yield up
 
 
 def functions_ready(stack):

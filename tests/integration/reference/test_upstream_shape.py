@@ -13,7 +13,6 @@ Following the runbook on it by hand, an operator meets three defects:
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
@@ -32,8 +31,8 @@ from conftest_release import (  # noqa: F401 - fixtures
     logs,
     migrations_bootstrap,
     port_in_use,
-    remove_leftover_stack,
     run,
+    runbook_stack,
     summary,
     wait_http,
     write_env,
@@ -87,24 +86,8 @@ def test_defect_1_bootstrap_reports_success_on_nothing(checkout, supa_db):
 
 @pytest.fixture(scope="module")
 def upstream_stack(images, origin, tmp_path_factory):
-    remove_leftover_stack()
-    busy = [p for p in (54321, 54322, 3000) if port_in_use(p)]
-    if busy:
-        pytest.fail(f"host ports {busy} are in use: another PayCraft stack (or other service) is running")
-    clone = clone_release(origin, tmp_path_factory.mktemp("upstream") / "paycraft", TAG)
-    selfhost = clone / "infra" / "selfhost"
-    try:
-        values = write_env(selfhost)
-        compose(selfhost, "up", "-d", "db", "auth", "kong")
-        wait_for(lambda: container_state(CONTAINERS["db"]).get("Health", {}).get("Status") == "healthy",
-                 timeout=120, what="paycraft_db healthy")
-        boot = migrations_bootstrap(selfhost, check=False)
-        compose(selfhost, "up", "-d", "edge-runtime", "dashboard")
-        yield {"selfhost": selfhost, "env": values, "bootstrap": boot}
-    finally:
-        with contextlib.suppress(Exception):
-            compose(selfhost, "down", "-v", "--remove-orphans", "-t", "3", check=False, timeout=180)
-        remove_leftover_stack()
+    with runbook_stack(origin, tmp_path_factory.mktemp("upstream"), TAG, check_bootstrap=False) as up:
+        yield up
 
 
 def psql(sql: str) -> str:
