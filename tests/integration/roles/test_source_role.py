@@ -52,7 +52,7 @@ def test_clone_rerun_move_and_refusals(run_role, release_repo, tmp_path):
     assert first.facts["paycraft_source_previous_version"] == ""
     assert git("rev-parse", "HEAD", cwd=dest) == release_repo["v1.0.0"]
 
-    again = run_role("source", {**base, "paycraft_version": "v1.0.0"}, show=SHOW)
+    again = run_role("source", {**base, "paycraft_version": "v1.0.0"}, show=SHOW, tags="source")
     assert again.rc == 0, again.explain()
     assert again.changed == 0, again.changed_tasks()
     assert again.facts["paycraft_source_commit"] == release_repo["v1.0.0"]
