@@ -15,6 +15,7 @@ sending and confirmation links, OAuth providers, phone/OTP, MFA, admin API.
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 import uuid
@@ -297,6 +298,8 @@ def main():
         return 1
     server = ThreadingHTTPServer((HOST, PORT), Handler)
     server.daemon_threads = True
+    # PID 1 in a container: without a handler SIGTERM is ignored and `docker stop` waits 10 s.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log("info", f"GoTrue API started on: {HOST}:{PORT}", version=VERSION)
     server.serve_forever()
     return 0

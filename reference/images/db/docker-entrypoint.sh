@@ -17,6 +17,8 @@ SOCKET_DIR=/var/run/postgresql
 # that "pg_isready -U postgres" (the compose healthcheck) stays false until
 # the bootstrap is done and the real server is up.
 INIT_SOCKET_DIR=/tmp/pcref-initdb
+# Written once the first-start bootstrap has finished.
+DONE_MARKER=reference-bootstrap.done
 
 if [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA" "$SOCKET_DIR"
@@ -79,9 +81,15 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     unset PGHOST PGUSER PGDATABASE
 
     pg_ctl -D "$PGDATA" -m fast -w stop >&2
+    date -u +%FT%TZ > "$PGDATA/$DONE_MARKER"
     log "initialisation complete"
 else
     log "data directory $PGDATA already initialised: POSTGRES_PASSWORD is not applied again"
+    if [ ! -f "$PGDATA/$DONE_MARKER" ]; then
+        log "WARNING: this data directory has no record of a finished bootstrap (an earlier first start was"
+        log "interrupted, or another image made it): roles and the auth schema may be missing. To start over:"
+        log "docker compose down && docker volume rm selfhost_paycraft-db && docker compose up -d db"
+    fi
 fi
 
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories="$SOCKET_DIR" "$@"

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -436,6 +437,8 @@ def main():
         return 1
     server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)  # noqa: S104 - a container service
     server.daemon_threads = True
+    # PID 1 in a container: without a handler SIGTERM is ignored and `docker stop` waits 10 s.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"Listening on port {PORT} (schema {SCHEMA}, anonymous role {ANON_ROLE or '-'})")
     server.serve_forever()
     return 0

@@ -244,6 +244,7 @@ def test_db_password_is_set_at_initdb_only(net):
     net.remove(first)
     second = start_db(net, role="db2", password="second-" + DB_PASSWORD, volume=volume)
     assert "already initialised: POSTGRES_PASSWORD is not applied again" in logs(second)
+    assert "no record of a finished bootstrap" not in logs(second)
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(**db_params(second, password="second-" + DB_PASSWORD))
     psycopg2.connect(**db_params(second, password="first-" + DB_PASSWORD)).close()
