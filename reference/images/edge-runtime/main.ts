@@ -134,7 +134,7 @@ async function bootWorker(servicePath: string, envVars: unknown): Promise<UserWo
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  console.error(`edge-runtime: serving the request with ${servicePath}`);
+  console.error(`edge-runtime: worker ${servicePath} listening on 127.0.0.1:${port}`);
   return worker;
 }
 
