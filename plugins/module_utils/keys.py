@@ -284,7 +284,9 @@ def plan(
     resign_hint: str = "run again with resign=true",
 ) -> Plan:
     """Decide every value to write; see the module documentation for the rules."""
-    given = {k: v for k, v in (given or {}).items() if v not in (None, "")}
+    # surrounding whitespace (a Vault file's trailing newline) is trimmed: runbook section 7 names an untrimmed
+    # newline as a cause of "401 Unauthorized"
+    given = {k: str(v).strip() for k, v in (given or {}).items() if v is not None and str(v).strip() != ""}
     existing = dict(existing or {})
     existing_source = dict(existing_source or {})
     extra_env = dict(extra_env or {})

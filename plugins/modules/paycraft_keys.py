@@ -49,7 +49,8 @@ options:
   values:
     description:
       - Runbook section 3 values given by the operator, keyed by variable name (C(PAYCRAFT_DB_PASSWORD) ...).
-        Empty values mean "keep the existing one or generate one".
+        Empty values mean "keep the existing one or generate one". Surrounding whitespace (a trailing newline
+        from a Vault file) is trimmed.
       - Only the ten section 3 variables are accepted here; other variables go to O(extra_env).
     type: dict
     default: {}

@@ -389,3 +389,12 @@ def test_invalid_extra_env_names():
         "(not starting with a digit)."
     ]
     assert p.values["GOOD_NAME"] == "z" and "1BAD" not in p.values
+
+
+def test_given_values_are_trimmed_like_the_runbook_asks():
+    secret = "t" * 40
+    anon = k.make_role_key("anon", secret, now=NOW)
+    p = _plan(given={k.JWT_SECRET: secret + "\n", k.ANON_KEY: " " + anon + "\n", k.DB_PASSWORD: "\n"})
+    assert p.errors == []
+    assert p.values[k.JWT_SECRET] == secret and p.values[k.ANON_KEY] == anon
+    assert k.DB_PASSWORD in p.generated  # whitespace only counts as empty
