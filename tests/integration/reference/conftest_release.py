@@ -205,7 +205,7 @@ def port_in_use(port: int) -> bool:
 @dataclass
 class Response:
     status: int
-    headers: dict
+    headers: dict  # names lower-cased
     body: bytes
     json_body: object = field(default=None)
 
@@ -231,7 +231,7 @@ def http(method: str, url: str, body=None, headers=None, timeout=15.0) -> Respon
         parsed = json.loads(raw) if raw else None
     except ValueError:
         parsed = None
-    return Response(status, rh, raw, parsed)
+    return Response(status, {k.lower(): v for k, v in rh.items()}, raw, parsed)
 
 
 def wait_http(url: str, ok=lambda r: r.status < 500, timeout=120.0, what=None) -> Response:
