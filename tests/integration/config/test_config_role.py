@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import uuid
@@ -250,3 +251,30 @@ def test_engine_unreachable_falls_back_to_the_data_root(config_run, tmp_path):
     allowed = config_run(dict(unreachable, paycraft_db_password="a-brand-new-password-42"))
     assert allowed.rc == 0 and allowed.changed >= 1
     assert _read(env_file)["PAYCRAFT_DB_PASSWORD"] == "a-brand-new-password-42"
+
+
+@pytest.mark.docker
+def test_compose_reads_the_env_through_the_link_in_the_reference_release(config_run, docker_engine):
+    """The runbook's manual `docker compose ...` in infra/selfhost sees every value the role wrote."""
+    release = Path(__file__).resolve().parents[3] / "reference" / "release" / "base" / "infra" / "selfhost"
+    if not (release / "docker-compose.yaml").exists():
+        pytest.skip("reference release sources not in this checkout")
+    selfhost = Path(config_run.base["paycraft_selfhost_dir"])
+    selfhost.parent.mkdir(parents=True)
+    shutil.copytree(release, selfhost)
+    project = f"selfhost-test-{uuid.uuid4().hex[:8]}"
+    run = config_run({"paycraft_compose_project": project})
+    assert run.rc == 0, run.out[-3000:]
+    values = _read(Path(config_run.base["paycraft_config_dir"]) / "paycraft.env")
+    proc = subprocess.run(["docker", "compose", "-p", project, "config", "--format", "json"], cwd=selfhost,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr  # every :?required variable is set
+    services = json.loads(proc.stdout)["services"]
+    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == values["PAYCRAFT_DB_PASSWORD"]
+    assert services["db"]["environment"]["JWT_SECRET"] == values["PAYCRAFT_JWT_SECRET"]
+    urls = [v for s in services.values() for v in (s.get("environment") or {}).values()
+            if isinstance(v, str) and v.startswith("postgres://")]
+    assert urls and all(f":{values['PAYCRAFT_DB_PASSWORD']}@db:" in u for u in urls)
+    dashboard = services["dashboard"]["environment"]
+    assert dashboard["NEXT_PUBLIC_SUPABASE_ANON_KEY"] == values["PAYCRAFT_ANON_KEY"]
+    assert values["PAYCRAFT_SERVICE_ROLE_KEY"] not in [v for k, v in dashboard.items() if k.startswith("NEXT_PUBLIC_")]
