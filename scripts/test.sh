@@ -23,7 +23,11 @@ step "ruff"
 ruff check .
 
 step "ansible-lint (production profile)"
-ansible-lint --profile production --offline
+# ansible-lint installs the collection under $HOME/.ansible/collections; a stale
+# copy there would shadow this checkout later, so it gets a throw-away HOME.
+lint_home=$(mktemp -d)
+HOME=$lint_home ansible-lint --profile production --offline
+rm -rf "$lint_home"
 
 step "pytest"
 # --junitxml lets us verify below that tests really ran
