@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import preflight as lib
-from preflight_helpers import free_port, missing, wait_for
+from paycraft_testlib import free_port, missing, wait_for
 
 pytestmark = pytest.mark.docker
 

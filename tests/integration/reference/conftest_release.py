@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import missing
+from paycraft_testlib import missing
 
 REPO = Path(__file__).resolve().parents[3]
 MAKE_RELEASE = REPO / "reference" / "make-release.sh"
@@ -313,7 +313,7 @@ def runbook_stack(origin: Path, root: Path, tag: str, check_bootstrap: bool = Tr
     db auth kong; wait for Postgres; ./migrations-bootstrap.sh; docker compose up -d
     edge-runtime dashboard. Yields {"selfhost", "env", "bootstrap"}.
     """
-    from conftest import wait_for
+    from paycraft_testlib import wait_for
 
     remove_leftover_stack()
     busy = [p for p in (54321, 54322, 3000) if port_in_use(p)]

@@ -17,7 +17,6 @@ import re
 
 import pytest
 import yaml
-from conftest import wait_for
 from conftest_release import (  # noqa: F401 - fixtures
     API,
     CONTAINERS,
@@ -37,6 +36,7 @@ from conftest_release import (  # noqa: F401 - fixtures
     wait_http,
     write_env,
 )
+from paycraft_testlib import wait_for
 
 TAG = "v1.2.0-upstream-shape"
 

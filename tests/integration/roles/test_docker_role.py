@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from paycraft_testlib import missing
 
 pytestmark = pytest.mark.docker
 
-STRICT = os.environ.get("PAYCRAFT_STRICT") == "1"
+
 COPY_TASK = "paycraft.selfhost.docker : Copy the docker-compose binary into the plugin directory"
 START_TASK = "paycraft.selfhost.docker : Start dockerd in the background (no systemd on this host)"
 LOCAL = {
@@ -35,13 +36,6 @@ LOCAL = {
 def dockerd_pids() -> set[int]:
     out = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
-
-
-def missing(what: str) -> None:
-    msg = f"not installed: {what} (run scripts/prepare.sh)"
-    if STRICT:
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
 
 
 @pytest.fixture

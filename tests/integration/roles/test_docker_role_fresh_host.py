@@ -17,12 +17,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from paycraft_testlib import missing
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 BASE_IMAGE = os.environ.get("PAYCRAFT_BASE_IMAGE", "paycraft-local/debian:bookworm")
 HOST_IMAGE = "paycraft-local/test-docker-role-host:bookworm"
-STRICT = os.environ.get("PAYCRAFT_STRICT") == "1"
+
 DOCKERFILE = f"""FROM {BASE_IMAGE}
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 \\
  && rm -rf /var/lib/apt/lists/*
@@ -31,13 +32,6 @@ RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --
 
 def docker(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, **kw)
-
-
-def missing(what: str) -> None:
-    msg = f"not installed: {what} (run scripts/prepare.sh)"
-    if STRICT:
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
 
 
 @pytest.fixture
