@@ -27,11 +27,14 @@ def installed(tmp_path_factory):
     tarballs = list(out.glob("paycraft-selfhost-*.tar.gz"))
     assert len(tarballs) == 1, tarballs
     dest = tmp_path_factory.mktemp("collections")
+    # only the temp path: with this checkout's link in sight, ansible-galaxy would
+    # find the collection "already installed" and install nothing
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest))
     # --no-deps: the dependencies (community.docker ...) come with the ansible package here;
     # operators install them from Galaxy with requirements.yml
-    res = _run(BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", dest, tarballs[0])
+    res = _run(BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", dest, tarballs[0], env=env)
     assert res.returncode == 0, res.stderr
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest))
+    assert (dest / "ansible_collections" / "paycraft" / "selfhost" / "MANIFEST.json").is_file(), res.stdout
     return tarballs[0], dest, env
 
 
