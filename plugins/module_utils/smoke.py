@@ -728,3 +728,13 @@ def run_probes(params, clock=time.monotonic, sleep=time.sleep):
         "summary": summary,
         "message": message,
     }
+
+
+def read_api_key_file(path: str) -> str:
+    """The ``api_key`` field of a JSON file (the smoke role's saved smoke tenant key)."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    key = data.get("api_key") if isinstance(data, dict) else None
+    if not isinstance(key, str) or not key:
+        raise ValueError("no api_key field")
+    return key

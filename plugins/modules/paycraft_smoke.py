@@ -43,6 +43,11 @@ options:
       - The tenant API key to probe with (C(pk_test_...) or C(pk_live_...)), sent as C(?apiKey=).
       - Required when O(probes) contains C(suite_config). Not a server secret, but kept out of logs.
     type: str
+  api_key_file:
+    description:
+      - A JSON file on the managed host whose C(api_key) field is the key to probe with; read when
+        O(api_key) is empty. The smoke role keeps its smoke tenant's key there.
+    type: path
   anon_key:
     description:
       - The anon key (C(PAYCRAFT_ANON_KEY)). When given it is sent as C(apikey) and
@@ -218,6 +223,7 @@ ARGUMENT_SPEC = {
     "api_url": {"type": "str", "default": smoke.DEFAULTS["api_url"]},
     "config_path": {"type": "str", "default": smoke.DEFAULTS["config_path"]},
     "api_key": {"type": "str", "no_log": True},
+    "api_key_file": {"type": "path"},
     "anon_key": {"type": "str", "no_log": True},
     "dashboard_url": {"type": "str", "default": smoke.DEFAULTS["dashboard_url"]},
     "db_host": {"type": "str", "default": smoke.DEFAULTS["db_host"]},
@@ -233,6 +239,12 @@ ARGUMENT_SPEC = {
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = dict(module.params)
+    key_file = params.pop("api_key_file")
+    if not params.get("api_key") and key_file:
+        try:
+            params["api_key"] = smoke.read_api_key_file(key_file)
+        except (OSError, ValueError) as exc:
+            module.fail_json(msg=f"paycraft_smoke: cannot read an api_key from {key_file}: {exc}", changed=False)
     errors = smoke.validate(params)
     if errors:
         module.fail_json(msg="paycraft_smoke: invalid parameters: " + "; ".join(errors), changed=False)
