@@ -350,3 +350,16 @@ def test_result_never_carries_the_keys():
     outcome = smoke.Outcome(False, 401, "HTTP 401 no tenant owns pk_secret_1 (eyJsecret)", "key_mismatch")
     result, _ = smoke._result("suite_config", outcome, 1, 1.0, params)
     assert "pk_secret_1" not in repr(result) and "eyJsecret" not in repr(result)
+
+
+# ------------------------------------------------------------ saved smoke key
+def test_read_api_key_file(tmp_path):
+    f = tmp_path / "smoke-user.json"
+    f.write_text('{"email": "s@x.invalid", "password": "p", "api_key": "pk_test_abc"}\n')
+    assert smoke.read_api_key_file(str(f)) == "pk_test_abc"
+    f.write_text('{"email": "s@x.invalid", "password": "p"}\n')
+    with pytest.raises(ValueError, match="no api_key field"):
+        smoke.read_api_key_file(str(f))
+    f.write_text("not json")
+    with pytest.raises(ValueError):
+        smoke.read_api_key_file(str(f))
