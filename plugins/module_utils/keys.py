@@ -49,18 +49,10 @@ SECTION3 = (
     API_URL,
     DASHBOARD_URL,
 )
-# Values that must never be shown (in diffs, messages, logs).
-SECRET_KEYS = (
-    DB_PASSWORD,
-    JWT_SECRET,
-    ANON_KEY,
-    SERVICE_ROLE_KEY,
-    TOKEN_ENCRYPTION_KEY,
-    OAUTH_STATE_SECRET,
-    STRIPE_SECRET_KEY,
-)
 # Non-secret keys a diff may show in clear.
 PUBLIC_KEYS = (STRIPE_CLIENT_ID, API_URL, DASHBOARD_URL)
+# Values that must never be shown (in diffs, messages, logs): every other section 3 value.
+SECRET_KEYS = tuple(k for k in SECTION3 if k not in PUBLIC_KEYS)
 DEFAULTS = {API_URL: "http://localhost:54321", DASHBOARD_URL: "http://localhost:3000"}
 JWT_ROLES = {ANON_KEY: "anon", SERVICE_ROLE_KEY: "service_role"}
 # Runbook section 3: "PAYCRAFT_ANON_KEY is mirrored into NEXT_PUBLIC_SUPABASE_ANON_KEY and

@@ -148,9 +148,11 @@ public_env:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import converged as lib
+from ansible_collections.paycraft.selfhost.plugins.module_utils import keys
 from ansible_collections.paycraft.selfhost.plugins.module_utils.envfile import EnvFile, EnvFileError
 
-PUBLIC_KEYS = ("PAYCRAFT_ANON_KEY", "PAYCRAFT_API_URL", "PAYCRAFT_DASHBOARD_URL")
+# what the runbook calls safe to embed in the dashboard and the SDK
+PUBLIC_KEYS = (keys.ANON_KEY, keys.API_URL, keys.DASHBOARD_URL)
 
 
 def main():
