@@ -1,0 +1,377 @@
+# -*- coding: utf-8 -*-
+# Copyright: paycraft.selfhost contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Snapshots of a PayCraft database, taken before an upgrade, restored by a rollback.
+
+A snapshot is one directory under the backup directory (0700, outside the
+Docker volume) named ``<UTC stamp>-<version>``::
+
+    database.dump   pg_dump -Fc of the PayCraft database        (0600)
+    globals.sql     pg_dumpall --globals-only (roles, passwords) (0600)
+    manifest.json   version, UTC time, sizes, sha256 of both files, ledger head,
+                    collection version, and whether pg_restore --list read the dump
+
+The manifest is written last (atomically): a directory without one is an
+interrupted snapshot and is never offered for a restore. The dumps are made
+by the tools inside the database container (``docker exec``), so client and
+server versions always match.
+
+Pure Python; no Ansible import.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+MANIFEST = "manifest.json"
+DUMP = "database.dump"
+GLOBALS = "globals.sql"
+MANIFEST_VERSION = 1
+_NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)-([A-Za-z0-9][A-Za-z0-9._+-]*)$")
+
+
+class SnapshotError(Exception):
+    """Something an operator has to act on; the message says what and what next."""
+
+
+def utc_stamp(now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - Python 3.9
+    return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def utc_iso(now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - Python 3.9
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_file(path: str, bufsize: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(bufsize)
+            if not chunk:
+                break
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_version(version: str) -> str:
+    """The version as it may appear in a directory name (``/`` becomes ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", version) or "unknown"
+
+
+def ensure_private_dir(path: str) -> bool:
+    """Create ``path`` (and parents) 0700; fix the mode of an existing one. True when changed."""
+    changed = False
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        changed = True
+    if os.stat(path).st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+        changed = True
+    return changed
+
+
+def write_json_atomic(path: str, data: dict, mode: int = 0o600) -> None:
+    """Write JSON to ``path`` through a temporary file in the same directory, fsync, rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def read_manifest(snapshot_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(snapshot_dir, MANIFEST)) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data["path"] = snapshot_dir
+    return data
+
+
+def make_manifest(
+    version: str,
+    dump_path: str,
+    globals_path: str,
+    ledger_head: str | None,
+    collection_version: str,
+    database: str,
+    listed_entries: int,
+    now: datetime.datetime | None = None,
+) -> dict:
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "version": version,
+        "created_at": utc_iso(now),
+        "database": database,
+        "ledger_head": ledger_head,
+        "collection_version": collection_version,
+        "files": {
+            DUMP: {"size": os.path.getsize(dump_path), "sha256": sha256_file(dump_path)},
+            GLOBALS: {"size": os.path.getsize(globals_path), "sha256": sha256_file(globals_path)},
+        },
+        "size": os.path.getsize(dump_path) + os.path.getsize(globals_path),
+        "verified": {"pg_restore_list_entries": listed_entries},
+    }
+
+
+def list_snapshots(backup_dir: str) -> list[dict]:
+    """Every complete snapshot (with a readable manifest), oldest first."""
+    try:
+        names = sorted(os.listdir(backup_dir))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not _NAME_RE.match(name):
+            continue
+        manifest = read_manifest(os.path.join(backup_dir, name))
+        if manifest is not None:
+            manifest["name"] = name
+            out.append(manifest)
+    return out
+
+
+def incomplete_snapshots(backup_dir: str) -> list[str]:
+    """Snapshot directories without a manifest (an interrupted snapshot)."""
+    try:
+        names = sorted(os.listdir(backup_dir))
+    except OSError:
+        return []
+    return [
+        os.path.join(backup_dir, n)
+        for n in names
+        if _NAME_RE.match(n) and not os.path.exists(os.path.join(backup_dir, n, MANIFEST))
+    ]
+
+
+def find_snapshot(backup_dir: str, version: str | None = None, name: str | None = None) -> dict | None:
+    """The newest snapshot of ``version``, or the one called ``name`` (a directory name or path)."""
+    snaps = list_snapshots(backup_dir)
+    if name:
+        base = os.path.basename(os.path.normpath(name))
+        for snap in snaps:
+            if snap["name"] == base:
+                return snap
+        return None
+    matching = [s for s in snaps if version is None or s.get("version") == version]
+    return matching[-1] if matching else None
+
+
+def verify_checksums(snapshot_dir: str) -> list[str]:
+    """Problems found comparing the files with the manifest (empty: intact)."""
+    manifest = read_manifest(snapshot_dir)
+    if manifest is None:
+        return [f"{snapshot_dir} has no readable {MANIFEST} (an interrupted or foreign snapshot)"]
+    problems = []
+    for fname in (DUMP, GLOBALS):
+        want = (manifest.get("files") or {}).get(fname) or {}
+        path = os.path.join(snapshot_dir, fname)
+        if not os.path.isfile(path):
+            problems.append(f"{path} is missing")
+            continue
+        size = os.path.getsize(path)
+        if want.get("size") is not None and size != want["size"]:
+            problems.append(f"{path} is {size} bytes, the manifest says {want['size']} (truncated or replaced)")
+        digest = sha256_file(path)
+        if digest != want.get("sha256"):
+            problems.append(f"{path} has sha256 {digest[:16]}..., the manifest says {str(want.get('sha256'))[:16]}...")
+    return problems
+
+
+def prune(backup_dir: str, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
+    """Remove complete snapshots beyond the newest ``keep`` (never one in ``protect``). Returns removed paths."""
+    if keep < 1:
+        raise SnapshotError(f"keep must be at least 1 (got {keep}): a rollback needs a snapshot")
+    snaps = list_snapshots(backup_dir)
+    protected = {os.path.normpath(p) for p in protect}
+    removed = []
+    for snap in snaps[: max(0, len(snaps) - keep)]:
+        if os.path.normpath(snap["path"]) in protected:
+            continue
+        shutil.rmtree(snap["path"])
+        removed.append(snap["path"])
+    return removed
+
+
+def needed_bytes(db_size: int, factor: float = 1.0, reserve: int = 0) -> int:
+    """Bytes to keep free for a snapshot of a database of ``db_size`` bytes.
+
+    pg_dump -Fc compresses, so the database size is an upper bound of the dump;
+    ``factor`` scales it and ``reserve`` is left free on top (logs, the OS).
+    """
+    return int(db_size * factor) + int(reserve)
+
+
+def free_bytes(path: str) -> int:
+    """Free bytes for an unprivileged writer on the file system of ``path`` (or its nearest existing parent)."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize
+
+
+class Database:
+    """The PayCraft database as its container's own tools see it (docker exec)."""
+
+    def __init__(self, container: str | None, user: str = "postgres", database: str = "postgres",
+                 docker: str = "docker", timeout: int = 3600, env: dict | None = None):
+        # container None: the PostgreSQL client tools of this machine, with ``env`` (PGHOST, PGPORT...)
+        self.container = container
+        self.env = env
+        self.user = user
+        self.database = database
+        self.docker = docker
+        self.timeout = timeout
+
+    def _exec(self, argv: list[str], interactive: bool = False) -> list[str]:
+        if not self.container:
+            return argv
+        return [self.docker, "exec"] + (["-i"] if interactive else []) + [self.container] + argv
+
+    def run(self, argv: list[str], stdin=None, stdout=None, what: str = "") -> subprocess.CompletedProcess:
+        try:
+            res = subprocess.run(
+                self._exec(argv, interactive=stdin is not None),
+                stdin=stdin,
+                stdout=stdout if stdout is not None else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=self.timeout,
+                env=dict(os.environ, **self.env) if self.env else None,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SnapshotError(f"{what or argv[0]} in container {self.container} did not complete: {exc}") from exc
+        return res
+
+    def psql(self, sql: str, database: str | None = None) -> str:
+        res = self.run(["psql", "-U", self.user, "-d", database or self.database, "-v", "ON_ERROR_STOP=1",
+                        "-tAX", "-c", sql], what="psql")
+        if res.returncode != 0:
+            raise SnapshotError(
+                f"psql in {self.container} failed: {res.stderr.decode(errors='replace').strip()[:400]}"
+            )
+        return res.stdout.decode(errors="replace").strip()
+
+    def size(self) -> int:
+        return int(self.psql(f"SELECT pg_database_size({_literal(self.database)})") or 0)
+
+    def ledger_head(self, ledger: str = "public._paycraft_migrations") -> str | None:
+        exists = self.psql(f"SELECT to_regclass({_literal(ledger)}) IS NOT NULL")
+        if exists != "t":
+            return None
+        return self.psql(f"SELECT max(version) FROM {ledger}") or None
+
+    def dump(self, dump_path: str, globals_path: str) -> None:
+        for path, argv, what in (
+            (dump_path, ["pg_dump", "-U", self.user, "-Fc", "-d", self.database], "pg_dump -Fc"),
+            (globals_path, ["pg_dumpall", "-U", self.user, "--globals-only"], "pg_dumpall --globals-only"),
+        ):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                res = self.run(argv, stdout=fh, what=what)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if res.returncode != 0:
+                raise SnapshotError(
+                    f"{what} in container {self.container} failed (exit {res.returncode}): "
+                    f"{res.stderr.decode(errors='replace').strip()[:400]}"
+                )
+
+    def list_dump(self, dump_path: str) -> int:
+        """Entries pg_restore --list reads from the dump (fails on an unreadable one)."""
+        with open(dump_path, "rb") as fh:
+            res = self.run(["pg_restore", "--list"], stdin=fh, what="pg_restore --list")
+        if res.returncode != 0:
+            raise SnapshotError(
+                f"pg_restore --list cannot read {dump_path}: {res.stderr.decode(errors='replace').strip()[:400]}"
+            )
+        lines = [ln for ln in res.stdout.decode(errors="replace").splitlines() if ln and not ln.startswith(";")]
+        if not lines:
+            raise SnapshotError(f"pg_restore --list found no entry in {dump_path}")
+        return len(lines)
+
+    def restore(self, dump_path: str, globals_path: str) -> dict:
+        """Replace the database with the dump: globals first, then
+        ``pg_restore --clean --if-exists --create`` from the maintenance database
+        (the database is dropped and made again, so nothing written after the
+        snapshot survives). The caller stops every other client first."""
+        with open(globals_path, "rb") as fh:
+            # CREATE ROLE of roles the image already made fails harmlessly; ALTER ROLE sets the passwords.
+            g = self.run(["psql", "-U", self.user, "-d", "postgres", "-q", "-X"], stdin=fh, what="psql (globals)")
+        self.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = {_literal(self.database)} AND pid <> pg_backend_pid()",
+            database="template1",
+        )
+        with open(dump_path, "rb") as fh:
+            res = self.run(
+                ["pg_restore", "-U", self.user, "--clean", "--if-exists", "--create", "-d", "template1"],
+                stdin=fh, what="pg_restore",
+            )
+        errors = res.stderr.decode(errors="replace").strip()
+        if res.returncode != 0:
+            raise SnapshotError(f"pg_restore into {self.database} failed (exit {res.returncode}): {errors[-800:]}")
+        return {"globals_warnings": g.stderr.decode(errors="replace").count("ERROR:"), "restore_stderr": errors[-800:]}
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def take(backup_dir: str, db: Database, version: str, collection_version: str, keep: int,
+         now: datetime.datetime | None = None) -> dict:
+    """Dump, verify, write the manifest, prune. Returns the manifest (with ``path`` and ``removed``)."""
+    ensure_private_dir(backup_dir)
+    name = f"{utc_stamp(now)}-{safe_version(version)}"
+    snap_dir = os.path.join(backup_dir, name)
+    if os.path.exists(snap_dir):
+        raise SnapshotError(f"{snap_dir} already exists; wait a second and re-run")
+    os.mkdir(snap_dir, 0o700)
+    try:
+        dump_path = os.path.join(snap_dir, DUMP)
+        globals_path = os.path.join(snap_dir, GLOBALS)
+        head = db.ledger_head()
+        db.dump(dump_path, globals_path)
+        entries = db.list_dump(dump_path)
+        manifest = make_manifest(version, dump_path, globals_path, head, collection_version,
+                                 db.database, entries, now)
+        write_json_atomic(os.path.join(snap_dir, MANIFEST), manifest)
+    except BaseException:
+        shutil.rmtree(snap_dir, ignore_errors=True)
+        raise
+    manifest["path"] = snap_dir
+    manifest["name"] = name
+    manifest["removed"] = prune(backup_dir, keep, protect=(snap_dir,))
+    return manifest

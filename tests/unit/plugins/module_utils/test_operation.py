@@ -1,0 +1,86 @@
+"""module_utils/operation.py: versions, the atomic state file, the flock held by a holder process."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+
+import pytest
+from ansible_collections.paycraft.selfhost.plugins.module_utils import operation as op
+
+HOLDER = {"controller": "ctl", "user": "root", "pid": 4242, "since": "2026-11-28T23:00:00Z",
+          "operation": "upgrade", "from_version": "v1.0.0", "to_version": "v1.1.0"}
+
+
+@pytest.mark.parametrize(
+    "installed,target,expected",
+    [
+        ("v1.0.0", "v1.1.0", "upgrade"),
+        ("v1.1.0", "v1.1.1-broken-migration", "upgrade"),
+        ("v1.1.0", "v1.0.0", "downgrade"),
+        ("v1.1.0", "v1.1.0", "same"),
+        ("v1.1.0", "main", "unknown"),
+        ("v1.1.1-a", "v1.1.1-b", "unknown"),
+    ],
+)
+def test_direction(installed, target, expected):
+    assert op.direction(installed, target) == expected
+
+
+def test_state_records_each_step_and_survives_as_unfinished(tmp_path):
+    path = str(tmp_path / "operation.json")
+    st = op.new_state("upgrade", "v1.0.0", "v1.1.0", HOLDER)
+    op.mark_step(st, "snapshot", "begun")
+    op.write_state(path, st)
+    op.mark_step(st, "snapshot", "done", {"path": "/var/backups/paycraft/x"})
+    op.write_state(path, st)
+    again = op.read_state(path)
+    assert op.is_unfinished(again)
+    assert op.step_done(again, "snapshot") and not op.step_done(again, "migrate")
+    assert op.last_step(again)["name"] == "snapshot"
+    assert "upgrade v1.0.0 -> v1.1.0" in op.describe(again)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    op.finish(again, "done")
+    op.write_state(path, again)
+    assert not op.is_unfinished(op.read_state(path))
+    assert sorted(os.listdir(tmp_path)) == ["operation.json"]
+
+
+def test_an_unreadable_state_file_is_an_error_not_a_fresh_start(tmp_path):
+    path = tmp_path / "operation.json"
+    path.write_text("{not json")
+    with pytest.raises(op.OperationError, match="cannot be read"):
+        op.read_state(str(path))
+    assert op.read_state(str(tmp_path / "absent.json")) is None
+
+
+def test_lock_is_held_by_a_holder_process_refuses_a_second_and_names_the_holder(tmp_path):
+    path = str(tmp_path / "operation.json.lock")
+    info = op.acquire(path, HOLDER, max_seconds=60, python=sys.executable)
+    try:
+        assert op.lock_is_held(path)
+        assert op.read_lock_info(path)["holder_pid"] == info["holder_pid"]
+        with pytest.raises(op.OperationError) as exc:
+            op.acquire(path, dict(HOLDER, pid=1), max_seconds=60, python=sys.executable)
+        assert "root@ctl" in str(exc.value) and "4242" in str(exc.value)
+    finally:
+        assert op.release(path) is True
+    assert not op.lock_is_held(path)
+    assert op.release(path) is False
+    # free again: a new operation takes it
+    op.acquire(path, HOLDER, max_seconds=60, python=sys.executable)
+    op.release(path)
+
+
+def test_the_holder_gives_the_lock_up_by_itself_after_max_seconds(tmp_path):
+    path = str(tmp_path / "l.lock")
+    op.acquire(path, HOLDER, max_seconds=1, python=sys.executable)
+    import time
+
+    deadline = time.monotonic() + 20
+    while op.lock_is_held(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not op.lock_is_held(path)
+    assert json.dumps(op.read_lock_info(path)) == "{}"
