@@ -64,7 +64,7 @@ def test_release_is_deterministic_and_idempotent(origin, tmp_path):
     assert refs(other) == refs(origin), "two generations gave different commit ids"
     tags = run(["git", "tag", "-l"], cwd=origin).stdout.split()
     assert tags == ["v1.0.0", "v1.1.0", "v1.1.1-broken-migration", "v1.1.2-broken-function",
-                    "v1.2.0-upstream-shape"]
+                    "v1.1.3-auth-image", "v1.2.0-upstream-shape"]
     for tag in tags:
         assert run(["git", "cat-file", "-t", tag], cwd=origin).stdout.strip() == "tag", f"{tag} is not annotated"
     head_before = (origin / ".git" / "HEAD").stat().st_mtime_ns
