@@ -121,7 +121,12 @@ def new_state(operation: str, from_version: str, to_version: str, holder: dict, 
 def mark_step(state: dict, step: str, status: str, details: dict | None = None) -> dict:
     if status not in ("begun", "done", "failed"):
         raise OperationError(f"unknown step status {status}")
-    entry = {"name": step, "status": status, "at": now_iso()}
+    at = now_iso()
+    previous = last_step(state)
+    if status == "begun" and previous and previous.get("status") == "begun" and previous.get("name") != step:
+        # beginning a step ends the one before it
+        state["steps"].append({"name": previous["name"], "status": "done", "at": at})
+    entry = {"name": step, "status": status, "at": at}
     if details:
         entry.update(details)
     state.setdefault("steps", []).append(entry)
@@ -142,6 +147,9 @@ def step_done(state: dict, step: str) -> bool:
 def finish(state: dict, status: str, message: str = "") -> dict:
     if status not in FINISHED:
         raise OperationError(f"unknown final status {status}")
+    previous = last_step(state)
+    if status == "done" and previous and previous.get("status") == "begun":
+        mark_step(state, previous["name"], "done")
     state["status"] = status
     state["finished_at"] = now_iso()
     state["message"] = message

@@ -84,3 +84,17 @@ def test_the_holder_gives_the_lock_up_by_itself_after_max_seconds(tmp_path):
         time.sleep(0.2)
     assert not op.lock_is_held(path)
     assert json.dumps(op.read_lock_info(path)) == "{}"
+
+
+def test_beginning_a_step_ends_the_one_before_and_a_finished_run_ends_the_last():
+    st = op.new_state("upgrade", "v1.0.0", "v1.1.0", HOLDER)
+    op.mark_step(st, "checkout", "begun")
+    op.mark_step(st, "migrate", "begun")
+    assert [(e["name"], e["status"]) for e in st["steps"]] == [
+        ("checkout", "begun"), ("checkout", "done"), ("migrate", "begun")]
+    op.mark_step(st, "migrate", "failed")
+    op.mark_step(st, "restore", "begun")
+    assert st["steps"][-1] == {"name": "restore", "status": "begun", "at": st["steps"][-1]["at"]}
+    assert not op.step_done(st, "migrate")
+    op.finish(st, "done")
+    assert op.step_done(st, "restore")
