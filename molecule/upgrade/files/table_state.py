@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Row counts and checksums of PayCraft's business tables, read on the test host.
+
+    table_state.py [COLUMNS_JSON]
+
+Prints {table: {count, md5, columns}}. With COLUMNS_JSON (the "columns" of an
+earlier run), each table is read through those columns only, so rows written
+before an upgrade compare equal after migrations added columns.
+"""
+import json
+import subprocess
+import sys
+
+TABLES = ["auth.users", "public.tenants", "public.tenant_members", "public.api_keys",
+          "public.products", "public.providers", "public.paywall"]
+
+
+def psql(sql):
+    return subprocess.run(["docker", "exec", "paycraft_db", "psql", "-U", "postgres", "-d", "postgres",
+                           "-tAX", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def main():
+    wanted = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    out = {}
+    for table in TABLES:
+        schema, name = table.split(".")
+        cols = (wanted.get(table) or {}).get("columns") or psql(
+            "SELECT string_agg(quote_ident(column_name), ',' ORDER BY ordinal_position) "
+            f"FROM information_schema.columns WHERE table_schema = '{schema}' AND table_name = '{name}'").split(",")
+        row = psql(f"SELECT count(*), coalesce(md5(string_agg(r::text, '|' ORDER BY r::text)), '') "
+                   f"FROM (SELECT {','.join(cols)} FROM {table}) r")
+        count, digest = row.split("|")
+        out[table] = {"count": int(count), "md5": digest, "columns": cols}
+    ledger = psql("SELECT string_agg(version, ',' ORDER BY version) FROM public._paycraft_migrations")
+    out["_ledger"] = ledger.split(",")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
