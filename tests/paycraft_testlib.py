@@ -15,8 +15,6 @@ import pytest
 
 STRICT = os.environ.get("PAYCRAFT_STRICT") == "1"
 REPO = Path(__file__).resolve().parent.parent
-# The runbook we automate: ../shared beside the checkout (as on the developers' machines and in CI).
-RUNBOOK = Path(os.environ.get("PAYCRAFT_RUNBOOK", REPO.parent / "shared" / "reference" / "selfhost-runbook.txt"))
 
 
 def missing(what: str) -> None:
