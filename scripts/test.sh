@@ -30,14 +30,18 @@ HOME=$lint_home ansible-lint --profile production --offline
 rm -rf "$lint_home"
 
 step "pytest"
-# --junitxml lets us verify below that tests really ran
+# --junitxml lets us verify below that tests really ran: a strict run fails on a
+# skipped test (named, with its reason) and on a run where no test ran.
 rc=0
-pytest -p no:cacheprovider --junitxml="${TMPDIR:-/tmp}/paycraft-pytest.xml" "$@" || rc=$?
+junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
+pytest -p no:cacheprovider --junitxml="$junit" "$@" || rc=$?
 if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1
 fi
 [ "$rc" = 0 ] || exit "$rc"
+python3 scripts/check_junit.py "$junit"
+rm -f "$junit"
 
 if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then
   for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort); do
