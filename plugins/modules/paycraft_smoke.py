@@ -26,7 +26,7 @@ description:
     in Troubleshooting, section 7) and the next commands to run. The probes are read-only; the module
     never reports a change.
 author:
-  - PayCraft self-hosting contributors
+  - paycraft.selfhost maintainers (@paycraft)
 options:
   api_url:
     description:
