@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import preflight as lib
-from paycraft_testlib import free_port, missing, wait_for
+from paycraft_testlib import cpython, free_port, missing, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -290,24 +289,8 @@ PYTHON_TASK = "Check that the collection's modules can run on the Python (3.9 or
 FACTS_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "preflight_facts.yml"
 
 
-def _python(minor: int) -> tuple[str, str]:
-    """A real CPython 3.<minor> on this machine and its version (pyenv's versions, as on the python machines,
-    then PATH); a candidate counts only when it runs."""
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates = [str(p) for p in sorted(pyenv.glob(f"3.{minor}.*/bin/python3.{minor}"))]
-    candidates += [w for w in [shutil.which(f"python3.{minor}")] if w]
-    for candidate in candidates:
-        code = "import platform, sys; print(platform.python_version(), sys.executable)"
-        run = subprocess.run([candidate, "-c", code], capture_output=True, text=True, check=False)
-        if run.returncode == 0 and run.stdout.startswith(f"3.{minor}."):
-            version, executable = run.stdout.split()
-            return executable, version
-    missing(f"python3.{minor} (a second interpreter, the managed host's Python)")
-    raise AssertionError("unreachable")
-
-
 def test_python_older_than_3_9_stops_preflight_in_one_line_before_any_module(run_preflight, base_vars):
-    old, version = _python(8)
+    old, version = cpython(8)
     result = run_preflight(base_vars, interpreter=old, playbook=FACTS_PLAYBOOK)
     assert result.rc != 0
     assert result.failed_tasks() == [PYTHON_TASK + " of localhost"]
@@ -322,7 +305,7 @@ def test_python_older_than_3_9_stops_preflight_in_one_line_before_any_module(run
 
 def test_python_3_9_passes_and_runs_every_check(run_preflight, base_vars):
     """The module and its module_utils run on the oldest Python the collection supports."""
-    py39, _ = _python(9)
+    py39, _ = cpython(9)
     result = run_preflight({**base_vars, "paycraft_preflight_python_modules": []}, interpreter=py39,
                            playbook=FACTS_PLAYBOOK)
     assert result.task(PYTHON_TASK).get("skipped") is True
