@@ -22,6 +22,12 @@ step() { printf '\n=== %s\n' "$*"; }
 step "ruff"
 ruff check .
 
+step "vermin (plugins/ run on the managed hosts' Python 3.9+)"
+vermin -t=3.9- --violations --eval-annotations --no-tips plugins/
+
+step "antsibull-docs (module and role documentation)"
+antsibull-docs lint-collection-docs --plugin-docs "$VENV/collections/ansible_collections/paycraft/selfhost"
+
 step "ansible-lint (production profile)"
 # ansible-lint installs the collection under $HOME/.ansible/collections; a stale
 # copy there would shadow this checkout later, so it gets a throw-away HOME.
