@@ -138,7 +138,7 @@ def stack_fingerprint(probe: Probe, project: str, project_dir: str, files: list[
         raw = probe.run([probe.docker, "image", "inspect", "--format", "{{.Id}}", *images])
         if raw is None:
             return None
-        image_ids = dict(zip(images, raw.split(), strict=False))
+        image_ids = dict(zip(images, raw.split()))  # Python 3.9: no zip(strict=)
     return {"wanted": wanted, "containers": containers, "image_ids": image_ids}
 
 

@@ -23,7 +23,7 @@ import json
 import re
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 # Runbook section 3, in the runbook's order.
 DB_PASSWORD = "PAYCRAFT_DB_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -240,7 +240,7 @@ class Plan:
 
 def _expiry_text(claims: dict) -> str:
     try:
-        return datetime.fromtimestamp(int(claims["exp"]), tz=UTC).strftime("%Y-%m-%d")
+        return datetime.fromtimestamp(int(claims["exp"]), tz=timezone.utc).strftime("%Y-%m-%d")
     except (KeyError, TypeError, ValueError, OverflowError, OSError):
         return "an unknown date"
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 ERROR = "error"
 WARNING = "warning"
@@ -49,6 +50,13 @@ PYTHON_MODULE_INFO = {
     "docker": ("community.docker", "python3-docker", "docker"),
     "yaml": ("community.docker", "python3-yaml", "PyYAML"),
 }
+
+# The oldest Python the collection's modules and module_utils run on (RHEL 9: 3.9, Ubuntu 22.04: 3.10).
+MIN_PYTHON = (3, 9)
+PYTHON_FIX = (
+    "Install python3.9+ on the host and set ansible_python_interpreter to it "
+    "(for example ansible_python_interpreter=/usr/bin/python3.9 in the inventory)."
+)
 
 _SECRET_ARG = re.compile(r"(?i)((?:pass(?:word)?|secret|token|key)[\w-]*[=:])\S+")
 
@@ -304,6 +312,27 @@ def check_python_modules(host: str, modules: list[str], managed: bool, importer=
     return findings, {"python_modules": facts}
 
 
+def check_python(host: str, version=None, interpreter: str | None = None, minimum=MIN_PYTHON):
+    """The target's Python is at least ``minimum`` (3.9). Returns (findings, facts).
+
+    ``version`` is a string (``ansible_facts.python.version``, ``'3.8.10'``) or a version tuple;
+    by default the interpreter running this code, as the module runs on the target's.
+    """
+    if version is None:
+        version, interpreter = tuple(sys.version_info[:3]), interpreter or sys.executable
+    have = parse_version(version) if isinstance(version, str) else tuple(int(p) for p in version)
+    where = f" ({interpreter})" if interpreter else ""
+    facts = {"python": {"version": format_version(have) if have else None, "interpreter": interpreter}}
+    need = format_version(minimum)
+    if have is None:
+        return [finding("python", ERROR, f"The Python version{where} on {host} cannot be read ({version!r}); the "
+                        f"collection's modules need Python {need}+.", PYTHON_FIX)], facts
+    if have[:len(minimum)] < tuple(minimum):
+        return [finding("python", ERROR, f"Python {format_version(have)}{where} on {host} is older than {need}, "
+                        "the oldest the collection's modules run on.", PYTHON_FIX)], facts
+    return [finding("python", INFO, f"Python {format_version(have)}{where} on {host}.")], facts
+
+
 # ---------------------------------------------------------------- ports
 
 def _decode_address(hexaddr: str) -> str:
@@ -535,6 +564,7 @@ def run_all(host: str, *, docker_min_version: str = "24.0", compose_min_version:
         lambda: check_disk(host, min_disk_gb, list(disk_paths)),
         lambda: check_ports(host, [int(p) for p in ports], compose_project, proc_root, runner),
         lambda: check_tools(host, list(required_tools)),
+        lambda: check_python(host),
         lambda: check_python_modules(host, list(python_modules), docker_managed),
     ]
     for step in steps:

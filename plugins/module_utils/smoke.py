@@ -11,9 +11,9 @@ Pure Python (standard library only), importable without Ansible:
   (``curl -fsSI``-style HEAD);
 * :func:`run_probes` runs the selected probes in parallel threads, each
   retrying until it passes or a shared deadline expires;
-* every failure is classified into one entry of :data:`CAUSES`, the runbook's
-  Troubleshooting section (section 7) in its own words, with the next
-  commands to run. The doctor reuses that table.
+* every failure is classified into one entry of :data:`CAUSES` (most of them
+  from the runbook's Troubleshooting, section 7, which each entry names), with
+  the next commands to run. The doctor reuses that table.
 """
 
 from __future__ import annotations
@@ -54,21 +54,22 @@ PG_REJECTING = "rejecting"
 PG_NO_RESPONSE = "no response"
 
 # ---------------------------------------------------------------------------
-# The runbook's Troubleshooting entries (section 7), one row per likely cause.
-# ``heading`` is the runbook's heading when ``runbook`` is true (quoted
-# verbatim), else a heading of ours for a symptom the runbook does not list.
+# The likely causes of a failed probe, one row each, in this collection's words.
+# ``runbook`` names the runbook section an entry comes from ("runbook section 7,
+# '<entry title>'"), None for a symptom the runbook does not list.
 # ``explanation`` and ``next`` are templates: {api_url} {gateway_port}
 # {config_path} {db_host} {db_port} {dashboard_url} {missing} {status} {url} {code}.
 # Commands with relative paths are the runbook's, run in infra/selfhost.
 # ---------------------------------------------------------------------------
 CAUSES = {
     "function_not_found": {
-        "runbook": True,
-        "heading": "Edge function returns 404 for /functions/v1/config",
+        "runbook": "runbook section 7, 'Edge function returns 404 for /functions/v1/config'",
+        "heading": "The edge runtime has no config function to serve",
         "explanation": (
-            'The gateway answered {{"message":"Function not found"}}. The edge runtime mounts '
-            "../../supabase/functions read-only: if the config function is absent you're on an older "
-            "release (pull upstream and re-run migrations); otherwise the runtime probably failed to import it."
+            'The gateway answered {{"message":"Function not found"}} for {config_path}. The edge runtime '
+            "serves the functions of the release's supabase/functions directory: when config is not there "
+            "the release predates it (check out a newer release and apply its migrations); when it is "
+            "there the runtime could not load it and its log says why."
         ),
         "next": (
             "ls ../../supabase/functions/config",
@@ -76,18 +77,18 @@ CAUSES = {
         ),
     },
     "key_mismatch": {
-        "runbook": True,
-        "heading": 'SDK throws "401 Unauthorized" from a self-hosted backend',
+        "runbook": "runbook section 7, 'SDK throws \"401 Unauthorized\" from a self-hosted backend'",
+        "heading": "The gateway rejected the anon key (401)",
         "explanation": (
-            "The anon key does not match PAYCRAFT_ANON_KEY in .env (verify they are byte-identical, "
-            "including trailing newline trimming), or the JWT secret changed between when the anon key "
-            "was generated and now: re-generate both keys (anon + service role). In this collection: "
-            "re-run the playbook with -e paycraft_config_resign_keys=true."
+            "The key the probe sent is not the PAYCRAFT_ANON_KEY of .env (compare the two byte for byte, "
+            "a trailing newline included), or PAYCRAFT_JWT_SECRET changed after the keys were signed. "
+            "Sign both keys (anon and service role) again with the current secret: re-run the playbook "
+            "with -e paycraft_config_resign_keys=true."
         ),
         "next": ("ansible-playbook <your usual command> -e paycraft_config_resign_keys=true",),
     },
     "probe_config": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The smoke probe sent no usable apiKey",
         "explanation": (
             "The config function answered 400 (missing_apiKey): the probe's own configuration is wrong, "
@@ -96,7 +97,7 @@ CAUSES = {
         "next": ("set api_key of paycraft.selfhost.paycraft_smoke to a tenant API key",),
     },
     "api_key_unknown": {
-        "runbook": False,
+        "runbook": None,
         "heading": "No tenant owns the API key the probe sent",
         "explanation": (
             "The config function answered 401 invalid_apiKey: the apiKey is not an active key of any tenant. "
@@ -107,7 +108,7 @@ CAUSES = {
         "next": ("open {dashboard_url}/settings/api-keys, create a key, pass it as api_key",),
     },
     "rest_unreachable": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The config function cannot reach /rest/v1",
         "explanation": (
             "The config function answered 502 upstream_unreachable: it reads the SuiteConfig through the "
@@ -117,7 +118,7 @@ CAUSES = {
         "next": ("docker compose ps", "grep -n -B2 -A4 'rest/v1' kong.yml", "docker logs paycraft_rest --tail 100"),
     },
     "rest_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "get_suite_config failed in the database",
         "explanation": (
             "The config function answered 502 upstream_error{code}: /rest/v1/rpc/get_suite_config answered "
@@ -129,12 +130,12 @@ CAUSES = {
         ),
     },
     "gateway_down": {
-        "runbook": True,
-        "heading": 'Kong is not running, or "Port already in use"',
+        "runbook": "runbook section 7, 'Port already in use'",
+        "heading": "Nothing answers on the gateway's port: Kong is down or another process holds the port",
         "explanation": (
             "Nothing answers HTTP on {api_url}: paycraft_kong is not running, or docker compose up -d "
-            "failed with \"Bind for 0.0.0.0:{gateway_port} failed: port is already allocated\" "
-            "(often a stale Supabase CLI instance: supabase stop)."
+            "could not publish port {gateway_port} (Docker says \"port is already allocated\"). Find the "
+            "process that listens there and stop it (a forgotten Supabase CLI stack: supabase stop)."
         ),
         "next": (
             "docker compose ps",
@@ -143,7 +144,7 @@ CAUSES = {
         ),
     },
     "upstream_down": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The gateway's upstream service is down",
         "explanation": (
             "Kong answered {status} for {config_path}: the edge runtime behind the route is not running, "
@@ -152,7 +153,7 @@ CAUSES = {
         "next": ("docker compose ps", "docker logs paycraft_edge_runtime --tail 100"),
     },
     "function_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The config function failed",
         "explanation": (
             "The config function answered {status}: it runs but fails (database unreachable through "
@@ -161,7 +162,7 @@ CAUSES = {
         "next": ("docker logs paycraft_edge_runtime --tail 100", "docker compose ps"),
     },
     "no_route": {
-        "runbook": False,
+        "runbook": "runbook section 5, 'SDK wiring'",
         "heading": "The gateway has no route for the config path",
         "explanation": (
             "Kong answered 404 \"no Route matched\" for {config_path}: the path does not match a route "
@@ -171,7 +172,7 @@ CAUSES = {
         "next": ("grep -n 'functions/v1' kong.yml", "docker logs paycraft_kong"),
     },
     "not_suite_config": {
-        "runbook": False,
+        "runbook": "runbook section 6, 'Smoke test'",
         "heading": "The release's config function does not return a SuiteConfig",
         "explanation": (
             "The answer is not the SuiteConfig the SDK expects (tenant_id, products, providers, paywall, "
@@ -180,13 +181,13 @@ CAUSES = {
         "next": ("ls ../../supabase/functions/config", "docker logs paycraft_edge_runtime --tail 100"),
     },
     "unexpected_http": {
-        "runbook": False,
+        "runbook": None,
         "heading": "Unexpected answer from the gateway",
         "explanation": "The gateway answered {status} for {config_path}, which no runbook entry describes.",
         "next": ("docker logs paycraft_kong", "docker logs paycraft_edge_runtime --tail 100"),
     },
     "tls_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "TLS handshake or certificate verification failed",
         "explanation": (
             "The https endpoint's certificate was not accepted. Fix the certificate of the TLS proxy in "
@@ -195,32 +196,34 @@ CAUSES = {
         "next": ("curl -vI {url}",),
     },
     "postgres_no_response": {
-        "runbook": True,
-        "heading": 'migrations-bootstrap.sh aborts with "could not connect" / Postgres container exits during boot',
+        "runbook": (
+            "runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"' and "
+            "'Postgres container exits during boot'"
+        ),
+        "heading": "Postgres does not answer: still initialising its data directory, or restarting in a loop",
         "explanation": (
-            "Postgres does not answer on {db_host}:{db_port}. It has not finished its first-boot initdb "
-            "(wait 30 seconds and retry), or paycraft_db keeps restarting: FATAL: password authentication "
-            "failed or an empty data directory (PAYCRAFT_DB_PASSWORD changed after the volume was created)."
+            "Postgres does not answer on {db_host}:{db_port}. On a first boot it is still creating its "
+            "data directory (give it half a minute); if paycraft_db restarts again and again, its log "
+            "names the reason, most often a PAYCRAFT_DB_PASSWORD changed after the volume was created."
         ),
         "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
     },
     "postgres_rejecting": {
-        "runbook": True,
-        "heading": 'migrations-bootstrap.sh aborts with "could not connect"',
+        "runbook": "runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"'",
+        "heading": "Postgres is still starting up",
         "explanation": (
-            "Postgres answers on {db_host}:{db_port} but rejects connections (the database system is "
-            "starting up): it has not finished its first-boot initdb. Wait 30 seconds and retry."
+            "Postgres answers on {db_host}:{db_port} but does not accept connections yet: a first boot "
+            "is still creating the data directory. Give it half a minute and run the probe again."
         ),
         "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
     },
     "dashboard_down": {
-        "runbook": True,
-        "heading": "Dashboard build hangs at npm install",
+        "runbook": "runbook section 7, 'Dashboard build hangs at npm install'",
+        "heading": "Nothing answers on the dashboard's URL: its container is still installing packages",
         "explanation": (
-            "Nothing answers on {dashboard_url}: the paycraft_dashboard container performs an npm install "
-            "on every boot, which can stall on slow or rate-limited networks. Override with a host-side "
-            "node_modules (cd ../../dashboard && npm install --no-audit --no-fund), then re-up; the "
-            "mounted node_modules is reused."
+            "Nothing answers on {dashboard_url}: paycraft_dashboard installs its npm packages each time "
+            "it starts, and a slow or rate-limited network holds it there. Install them once on the "
+            "host, in the release's dashboard directory, and start the container again: it uses them."
         ),
         "next": (
             "docker logs paycraft_dashboard --tail 50",
@@ -228,7 +231,7 @@ CAUSES = {
         ),
     },
     "dashboard_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The dashboard answers with an error",
         "explanation": "The dashboard answered {status} to HEAD {dashboard_url} (curl -fsSI would fail).",
         "next": ("docker logs paycraft_dashboard --tail 50",),
@@ -683,13 +686,17 @@ def summarize(results, order=PROBES):
 
 
 def failure_lines(results, order=PROBES):
-    """One line per failed probe: ``<probe>: <seen> — likely cause: <heading>. Next: <commands>``."""
+    """One line per failed probe: ``<probe>: <seen> — likely cause: <heading> (<runbook>). Next: <commands>``.
+
+    ``(<runbook>)``, the runbook section the cause comes from, only when it has one.
+    """
     lines = []
     for n in order:
         r = results.get(n)
         if r is None or r["ok"]:
             continue
-        lines.append(f"{n}: {r['detail']} — likely cause: {r['cause']}. Next: {'; '.join(r['next'])}")
+        source = f" ({r['runbook']})" if r.get("runbook") else ""
+        lines.append(f"{n}: {r['detail']} — likely cause: {r['cause']}{source}. Next: {'; '.join(r['next'])}")
     return lines
 
 

@@ -21,13 +21,14 @@ description:
   - With O(state=present) it writes the record (0600), after a successful full run.
   - Never changes the stack; only O(state=present) writes O(path).
 author:
-  - paycraft.selfhost contributors
+  - paycraft.selfhost maintainers (@paycraft)
 attributes:
   check_mode:
     support: full
     description: O(state=check) runs in check mode; O(state=present) reports what it would write.
   diff_mode:
     support: none
+    description: The result lists the reasons a full run is needed; there is no diff.
 options:
   state:
     description: V(check) compares, V(present) records.

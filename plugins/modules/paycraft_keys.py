@@ -39,7 +39,7 @@ description:
     the file's current content and written in the same step, so no secret ever travels through a task
     result (there is no separate env-file module).
 author:
-  - paycraft.selfhost maintainers
+  - paycraft.selfhost maintainers (@paycraft)
 options:
   path:
     description: The env file to read and write (the source of truth, for example C(/etc/paycraft/paycraft.env)).
@@ -134,9 +134,11 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Can run in check mode and return changed status prediction without modifying target.
     details: Computes and validates everything, reports what would change, writes nothing.
   diff_mode:
     support: full
+    description: Will return details on what has changed (or possibly needs changing in check mode).
     details: Every value is masked (C(KEY=********)); changed keys are marked C((old)) / C((new)).
 seealso:
   - name: PayCraft self-hosting runbook, section 3 (Environment variables)

@@ -44,7 +44,7 @@ description:
     message, and how many migrations this run applied before it; nothing of the failing file is
     committed (unless it opted out) and earlier files stay applied.
 author:
-  - paycraft.selfhost contributors
+  - paycraft.selfhost maintainers (@paycraft)
 extends_documentation_fragment:
   - paycraft.selfhost.postgres
 options:
@@ -91,6 +91,7 @@ attributes:
     description: Lists exactly the versions that would be applied in RV(pending); takes no lock, writes nothing.
   diff_mode:
     support: none
+    description: The result lists the applied and pending versions; there is no diff.
 notes:
   - Requires psycopg2 on the managed host. The password goes to the driver as a keyword argument, never
     into a process list or a result.

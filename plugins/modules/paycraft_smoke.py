@@ -22,10 +22,11 @@ description:
     C(postgres), no password, never logs in) and reports C(accepting), C(rejecting) or C(no response).
   - C(dashboard) sends C(HEAD {dashboard_url}) (C(GET) when HEAD is refused with 405) and expects a 2xx or
     3xx status line, like C(curl -fsSI).
-  - Every failed probe names the runbook's likely cause (Troubleshooting, section 7) and the next commands
-    to run. The probes are read-only; the module never reports a change.
+  - Every failed probe names its likely cause, the runbook section that cause comes from (most are
+    in Troubleshooting, section 7) and the next commands to run. The probes are read-only; the module
+    never reports a change.
 author:
-  - PayCraft self-hosting contributors
+  - paycraft.selfhost maintainers (@paycraft)
 options:
   api_url:
     description:
@@ -174,14 +175,16 @@ probes:
       description: Key of the cause in the collection's Troubleshooting table; null when the probe passed.
       type: str
     cause:
-      description: The likely cause, the runbook's Troubleshooting heading where it has one.
+      description: The likely cause, one sentence.
       type: str
     explanation:
-      description: The runbook's explanation of that cause.
+      description: What that cause means and how to fix it.
       type: str
     runbook:
-      description: Whether the cause is a Troubleshooting entry of the runbook (else one of the collection's).
-      type: bool
+      description:
+        - The runbook section the cause comes from, for example C(runbook section 7, 'Port already in use');
+          null for a cause the runbook does not list.
+      type: str
     next:
       description: The next commands to run (paths relative to C(infra/selfhost), as in the runbook).
       type: list
@@ -211,7 +214,8 @@ suite_config:
 msg:
   description:
     - On failure, the summary then one line per failed probe, in the form
-      C(<probe>) C(<what was seen>) — likely cause C(<heading>), then C(Next) and the commands.
+      C(<probe>) C(<what was seen>) — likely cause C(<heading>), the runbook section in parentheses when the
+      cause comes from one, then C(Next) and the commands.
   returned: failure
   type: str
 """

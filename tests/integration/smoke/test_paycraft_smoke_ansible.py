@@ -135,7 +135,8 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
     assert lines[0] == failed["summary"]
     assert lines[0].startswith("smoke: 1/2 probes passed (suite_config FAILED after ")
     assert lines[1].startswith('suite_config: HTTP 404 {"message": "Function not found"} — likely cause: '
-                               "Edge function returns 404 for /functions/v1/config. Next: "
+                               "The edge runtime has no config function to serve (runbook section 7, "
+                               "'Edge function returns 404 for /functions/v1/config'). Next: "
                                "ls ../../supabase/functions/config; docker logs paycraft_edge_runtime --tail 100")
     assert len(lines) == 2
     assert failed["probes"]["gateway"]["ok"] is True
@@ -179,7 +180,9 @@ def test_module_ad_hoc_failure(http_server):
     assert result["changed"] is False
     assert result["invocation"]["module_args"]["api_key"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
     assert result["probes"]["gateway"]["ok"] is True
-    assert result["probes"]["suite_config"]["cause"] == "Edge function returns 404 for /functions/v1/config"
+    assert result["probes"]["suite_config"]["cause_id"] == "function_not_found"
+    assert result["probes"]["suite_config"]["runbook"] == (
+        "runbook section 7, 'Edge function returns 404 for /functions/v1/config'")
     assert result["msg"].splitlines()[1].startswith('suite_config: HTTP 404 {"message": "Function not found"}')
 
     assert {"apiKey": [API_KEY]} in [s["query"] for s in broken.seen]

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+from paycraft_testlib import missing
 from smoke_servers import (
     ANON_KEY,
     API_KEY,
@@ -89,8 +90,8 @@ def test_function_not_found_names_the_runbook_entry(http_server):
     probe = only("suite_config", api_url=server.url, timeout=2.0)
     assert not probe["ok"]
     assert probe["status"] == 404
-    assert probe["cause"] == "Edge function returns 404 for /functions/v1/config"
-    assert probe["runbook"] is True
+    assert probe["cause"] == smoke.CAUSES["function_not_found"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'Edge function returns 404 for /functions/v1/config'"
     assert probe["next"] == ["ls ../../supabase/functions/config", "docker logs paycraft_edge_runtime --tail 100"]
     assert "Function not found" in probe["detail"]
     assert probe["attempts"] > 1  # a runtime still importing may serve it later: retried to the deadline
@@ -100,8 +101,9 @@ def test_wrong_anon_key_is_the_401_entry_and_stops_retrying(http_server):
     server = http_server(Stack)
     probe = only("suite_config", api_url=server.url, anon_key="eyJ.not-the-anon-key.x")
     assert probe["status"] == 401
-    assert probe["cause"] == 'SDK throws "401 Unauthorized" from a self-hosted backend'
-    assert "byte-identical" in probe["explanation"]
+    assert probe["cause"] == smoke.CAUSES["key_mismatch"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'SDK throws \"401 Unauthorized\" from a self-hosted backend'"
+    assert "byte for byte" in probe["explanation"]
     assert any("paycraft_config_resign_keys=true" in cmd for cmd in probe["next"])
     assert probe["attempts"] == 1
     assert len([s for s in server.seen if s["path"] == "/functions/v1/config"]) == 1
@@ -242,7 +244,8 @@ def test_postgres_starting_up_is_rejecting(pg_starting_server):
     assert not probe["ok"]
     assert probe["status"] == smoke.PG_REJECTING
     assert "57P03" in probe["detail"] and "starting up" in probe["detail"]
-    assert probe["cause"] == 'migrations-bootstrap.sh aborts with "could not connect"'
+    assert probe["cause"] == smoke.CAUSES["postgres_rejecting"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"'"
     assert probe["next"] == ["docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"]
     protocol, payload = pg_starting_server.startups[0]
     assert protocol == smoke.PG_PROTOCOL_V3
@@ -253,7 +256,7 @@ def test_postgres_closed_port_is_no_response(closed_port):
     probe = only("postgres", db_host="127.0.0.1", db_port=closed_port, timeout=0.3)
     assert probe["status"] == smoke.PG_NO_RESPONSE
     assert probe["cause_id"] == "postgres_no_response"
-    assert "Postgres container exits during boot" in probe["cause"]
+    assert "'Postgres container exits during boot'" in probe["runbook"]
 
 
 def test_postgres_silent_server_is_no_response(silent_server):
@@ -292,7 +295,8 @@ def test_dashboard_500_fails_like_curl_f(http_server):
 
 def test_dashboard_refused_is_the_npm_install_entry(closed_port):
     probe = only("dashboard", dashboard_url=f"http://127.0.0.1:{closed_port}", timeout=0.3)
-    assert probe["cause"] == "Dashboard build hangs at npm install"
+    assert probe["cause"] == smoke.CAUSES["dashboard_down"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'Dashboard build hangs at npm install'"
     assert probe["next"][0] == "docker logs paycraft_dashboard --tail 50"
     assert "npm install --no-audit --no-fund" in probe["next"][1]
 
@@ -319,7 +323,7 @@ def test_probes_run_in_parallel_under_one_deadline(closed_port, silent_server):
 # --------------------------------------------------------------------- TLS
 def test_https_self_signed_fails_verification_unless_validate_certs_false(http_server, tmp_path):
     if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
+        missing("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)

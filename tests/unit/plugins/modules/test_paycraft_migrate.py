@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from paycraft_testlib import missing
 
 pytestmark = pytest.mark.postgres
 
@@ -25,7 +26,7 @@ FILES = {
 def ansible(params, mdir, tmp_path, *extra, args="", verbosity=None):
     """Run the module ad hoc on localhost; the password travels in a vars file, never in argv."""
     if shutil.which("ansible", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("ansible is not installed in this virtualenv")
+        missing("ansible, in this virtualenv")
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps({"pw": params["password"]}))
     vars_file.chmod(0o600)

@@ -68,7 +68,9 @@ def test_failed_probe_fails_with_the_message_and_keeps_the_result(capsys):
     assert result["msg"].splitlines() == [
         "smoke: 0/1 probes passed (postgres FAILED after 1 attempt)",
         "postgres: connection refused — likely cause: " + smoke.CAUSES["postgres_no_response"]["heading"]
-        + ". Next: docker exec paycraft_db pg_isready -U postgres; docker logs paycraft_db --tail 50",
+        + " (runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"' and "
+        "'Postgres container exits during boot'). "
+        "Next: docker exec paycraft_db pg_isready -U postgres; docker logs paycraft_db --tail 50",
     ]
     assert result["probes"]["postgres"]["status"] == "no response"
     assert result["suite_config"] is None
