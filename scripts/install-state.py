@@ -27,7 +27,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+import time
 
 FORMAT = 1
 CONTAINER_PREFIX = "paycraft_"
@@ -125,7 +125,7 @@ def fingerprint(opts) -> dict:
     src = os.path.join(opts.root_dir, "src")
     return {
         "format": FORMAT,
-        "recorded_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "docker_host": opts.docker_host or os.environ.get("DOCKER_HOST", "") or "(default)",
         "project": opts.project,
         "engine": engine_state(opts.project, opts.volume, opts.network, opts.docker_host),
