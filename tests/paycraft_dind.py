@@ -10,6 +10,8 @@ the DinD shape of ENVIRONMENT.md (explicit capabilities, never --privileged)
 with its own dockerd. The inner engine's API and the stack's ports are
 published on 127.0.0.1 random ports; the controller's docker CLI and
 ``docker compose`` drive the inner engine with ``DOCKER_HOST`` (``host.env()``).
+The host sits alone on a network of its own, so other containers on the
+controller's bridge cannot reach its unauthenticated API.
 A directory (the pytest basetemp) is bind-mounted at the same path, so the
 compose file's bind mounts (``../../dashboard``, ``./kong.yml``) resolve in the host.
 
@@ -64,6 +66,7 @@ class DindHost:
     def __init__(self, shared_dir: Path, name: str | None = None, image: str = HOST_IMAGE) -> None:
         self.name = name or f"{PREFIX}-{secrets.token_hex(4)}"
         self.volume = f"{self.name}-docker"
+        self.network = self.name
         self.shared_dir = Path(shared_dir).resolve()
         self.image = image
         self.ports: dict[int, int] = {}
@@ -77,9 +80,10 @@ class DindHost:
         publish = []
         for port in (API_PORT, *STACK_PORTS):
             publish += ["-p", f"127.0.0.1::{port}"]
+        _docker("network", "create", "--label", f"{LABEL}=1", self.network, env=_controller_env())
         _docker(
             "run", "-d", "--name", self.name, "--hostname", self.name, "--label", f"{LABEL}=1",
-            *DIND_FLAGS, "-v", f"{self.volume}:/var/lib/docker",
+            "--network", self.network, *DIND_FLAGS, "-v", f"{self.volume}:/var/lib/docker",
             "-v", f"{self.shared_dir}:{self.shared_dir}", *publish,
             self.image, "dockerd", "-H", "unix:///var/run/docker.sock", "-H", f"tcp://0.0.0.0:{API_PORT}",
             "--tls=false",
@@ -110,9 +114,11 @@ class DindHost:
         return out.stdout + out.stderr
 
     def remove(self) -> None:
-        """Remove the host container and its /var/lib/docker volume (everything inside goes with them)."""
-        _docker("rm", "-f", "-v", self.name, check=False, env=_controller_env(), timeout=180)
-        _docker("volume", "rm", "-f", self.volume, check=False, env=_controller_env(), timeout=180)
+        """Remove the host container, its network and its /var/lib/docker volume (and all inside)."""
+        for args, timeout in ((("rm", "-f", "-v", self.name), 180), (("network", "rm", self.network), 60),
+                              (("volume", "rm", "-f", self.volume), 900)):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _docker(*args, check=False, env=_controller_env(), timeout=timeout)
 
     def __enter__(self) -> DindHost:
         try:
