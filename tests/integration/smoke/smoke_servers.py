@@ -24,10 +24,15 @@ SUITE_CONFIG = {
     "cache_ttl_seconds": 3600,
 }
 CONFIG_PATH = "/functions/v1/config"
+AUTH_HEALTH_PATH = "/auth/v1/health"
+GOTRUE_HEALTH = {"version": "v2.151.0", "name": "GoTrue",
+                 "description": "GoTrue is a user registration and authentication API"}
+KONG_BAD_GATEWAY = {"message": "An invalid response was received from the upstream server"}
 
 
 class Stack(BaseHTTPRequestHandler):
-    """A healthy gateway + config function: Kong's 404 on /, the SuiteConfig on the config path.
+    """A healthy gateway + config function + auth: Kong's 404 on /, GoTrue's health document on
+    /auth/v1/health, the SuiteConfig on the config path.
 
     Like Kong in front of Supabase functions, a request carrying an ``apikey`` header that is not
     the anon key gets 401 Invalid JWT; the function itself answers 400 missing_apiKey without apiKey
@@ -57,6 +62,10 @@ class Stack(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.server.seen.append({"path": url.path, "query": query, "headers": headers})
+        if url.path == "/":
+            return self.root()
+        if url.path == AUTH_HEALTH_PATH:
+            return self.auth_health()
         if url.path != CONFIG_PATH:
             return self._send(404, {"message": "no Route matched with those values"})
         if "apikey" in self.headers and self.headers["apikey"] != self.anon_key:
@@ -64,6 +73,12 @@ class Stack(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") not in (None, f"Bearer {self.anon_key}"):
             return self._send(401, {"message": "Invalid JWT"})
         return self.config(query.get("apiKey", [""])[0])
+
+    def root(self):
+        return self._send(404, {"message": "no Route matched with those values"}, headers={"Server": "kong/3.7.1"})
+
+    def auth_health(self):
+        return self._send(200, GOTRUE_HEALTH)
 
     def config(self, api_key):
         if not api_key:
@@ -81,6 +96,42 @@ class FunctionNotFound(Stack):
 class BadGateway(Stack):
     def config(self, api_key):
         return self._send(502, {"message": "An invalid response was received from the upstream server"})
+
+
+class RootBadGateway(Stack):
+    """A gateway (or the TLS proxy in front of it) answering 502 on /, its routes still working."""
+
+    def root(self):
+        return self._send(502, KONG_BAD_GATEWAY)
+
+
+class AllBadGateway(Stack):
+    """A proxy in front of a stopped Kong: 502 for every path."""
+
+    def do_GET(self):
+        self.server.seen.append({"path": self.path, "query": {}, "headers": {}})
+        return self._send(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+
+
+class NotKong(Stack):
+    """Another web server on the gateway port: 200 on / with its own page."""
+
+    def root(self):
+        return self._send(200, b"<html>Welcome to nginx!</html>", "text/html")
+
+
+class AuthDown(Stack):
+    """GoTrue stopped: Kong answers its route with 502."""
+
+    def auth_health(self):
+        return self._send(502, KONG_BAD_GATEWAY)
+
+
+class AuthNotGoTrue(Stack):
+    """/auth/v1/ routed to something that is not GoTrue."""
+
+    def auth_health(self):
+        return self._send(200, b"OK", "text/plain")
 
 
 class RestUnreachable(Stack):
@@ -145,9 +196,21 @@ class DashboardNoHead(Dashboard):
 
 
 class DashboardRedirect(Dashboard):
+    """A dashboard that only redirects (every path, /login too): never a page."""
+
     def do_HEAD(self):
         self.server.seen.append({"method": "HEAD", "path": self.path})
         self._page(307, {"Location": "/login"})
+
+
+class DashboardLogin(Dashboard):
+    """The Next.js dashboard's usual answer: / redirects to /login, which is a page."""
+
+    def do_HEAD(self):
+        self.server.seen.append({"method": "HEAD", "path": self.path})
+        if self.path == "/login":
+            return self._page()
+        return self._page(307, {"Location": "/login"})
 
 
 class DashboardBroken(Dashboard):
