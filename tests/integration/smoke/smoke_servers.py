@@ -12,6 +12,7 @@ import socketserver
 import struct
 import threading
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API_KEY = "pk_test_smoke_3b9f1c"
@@ -288,3 +289,46 @@ class TcpServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+
+
+class TenantStack(Stack):
+    """A gateway with GoTrue's signup/token and PostgREST's api_keys, like the release's tenancy trigger.
+
+    ``server.db`` is the database: ``users`` (email -> password) and ``keys`` (email -> pk_test_ key).
+    Every signup creates a user and its tenant's key; a reset empties both, a restore replaces keys.
+    """
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        db = self.server.db
+        self.server.seen.append({"path": url.path, "method": "POST", "query": urllib.parse.parse_qs(url.query),
+                                 "headers": {}})
+        email, password = str(body.get("email", "")), str(body.get("password", ""))
+        if url.path == "/auth/v1/signup":
+            if email in db["users"]:
+                return self._send(422, {"code": 422, "error_code": "user_already_exists",
+                                        "msg": "User already registered"})
+            db["users"][email] = password
+            db["keys"][email] = f"pk_test_{uuid.uuid4().hex[:16]}"
+            db["signups"] += 1
+            return self._send(200, {"id": str(uuid.uuid4()), "email": email})
+        if url.path == "/auth/v1/token":
+            if db["users"].get(email) != password or not password:
+                return self._send(400, {"error": "invalid_grant", "error_description": "Invalid login credentials"})
+            return self._send(200, {"access_token": f"token-{email}", "token_type": "bearer"})
+        return self._send(404, {"message": "no Route matched with those values"})
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/rest/v1/api_keys":
+            email = str(self.headers.get("Authorization", "")).removeprefix("Bearer token-")
+            key = self.server.db["keys"].get(email)
+            return self._send(200, [{"key": key}] if key else [])
+        return super().do_GET()
+
+    def config(self, api_key):
+        if api_key not in self.server.db["keys"].values():
+            return self._send(401, {"error": "invalid_apiKey", "message": "no tenant owns this key"})
+        return self._send(200, SUITE_CONFIG)
