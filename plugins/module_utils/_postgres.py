@@ -57,6 +57,9 @@ def password_from_env_file(path: str | None) -> str | None:
     """``PAYCRAFT_DB_PASSWORD`` of the env file, or None (no path given, or no such key)."""
     if not path:
         return None
+    if not os.path.exists(path):
+        raise PostgresError(f"cannot read the database password from {path}: no such file (the config role "
+                            "writes it: run the playbook with --tags config)")
     try:
         value = EnvFile.read(path).get(PASSWORD_KEY)
     except OSError as exc:

@@ -33,6 +33,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres
+
 NO_TRANSACTION_MARKER = "-- paycraft:no-transaction"
 APPLICATION_NAME = "paycraft_migrate"
 DEFAULT_LEDGER = "_paycraft_migrations"
@@ -547,26 +549,11 @@ def lock_key(schema: str, table: str) -> int:
 
 
 def connect(params: dict, connect_timeout: int = 10):
-    """Open a psycopg2 connection from keyword parameters (never a DSN on a command line)."""
-    import psycopg2
-
-    kw = {k: v for k, v in params.items() if v not in (None, "")}
-    kw.setdefault("connect_timeout", connect_timeout)
-    kw["application_name"] = APPLICATION_NAME
+    """Open an autocommit psycopg2 connection (module_utils/_postgres.py), failing with the runbook's hint."""
     try:
-        conn = psycopg2.connect(**kw)
-    except psycopg2.OperationalError as exc:
-        where = kw.get("host", "local socket")
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        pw = kw.get("password")
-        if pw:
-            reason = reason.replace(str(pw), "********")
-        raise MigrateError(
-            f"could not connect to PostgreSQL at {where} port {kw.get('port', 5432)} as "
-            f"{kw.get('user', '?')} (database {kw.get('dbname', '?')}): {reason}. {CONNECT_HINT}"
-        ) from None
-    conn.autocommit = True
-    return conn
+        return _postgres.connect(params, APPLICATION_NAME, connect_timeout)
+    except _postgres.PostgresError as exc:
+        raise MigrateError(f"{exc.message}. {CONNECT_HINT}") from None
 
 
 def _applied_by() -> str:

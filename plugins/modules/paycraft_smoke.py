@@ -17,7 +17,7 @@ description:
     through the gateway, and checks its shape (C(tenant_id), C(products), C(providers), C(paywall),
     C(cache_ttl_seconds)).
   - C(gateway) requests C(GET {api_url}/) and passes only on Kong's own answer there, 404
-    C({"message":"no Route matched with those values"}) (or a non-error answer signed C(Server: kong)).
+    C({"message":"no Route matched with those values"}) (or a non-error answer that Kong signs in its C(Server) header).
     Any 5xx fails it (C(gateway_error)); another answer means something else holds the port (C(not_kong)).
   - C(auth) requests GoTrue's C(GET {api_url}{auth_path}) (C(/auth/v1/health)) through the gateway and passes
     on 200 with GoTrue's health document (C(version), C(name)).

@@ -102,7 +102,8 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
     env_file.write_text(f"PAYCRAFT_DB_PASSWORD={pg.password}\n")
     env_file.chmod(0o600)
     playbook.write_text(PLAYBOOK.format(
-        env_file=env_file, healthy=healthy.url, broken=broken.url, dashboard=dashboard.url, db_host=pg.host, db_port=pg.port,
+        env_file=env_file, healthy=healthy.url, broken=broken.url, dashboard=dashboard.url,
+        db_host=pg.host, db_port=pg.port,
         api_key=API_KEY, anon_key=ANON_KEY, other_key=OTHER_KEY, out=out,
     ))
     binary = Path(sys.executable).parent / "ansible-playbook"

@@ -22,11 +22,11 @@ from smoke_servers import (
     DashboardNoHead,
     DashboardRedirect,
     FunctionNotFound,
-    NotKong,
-    RootBadGateway,
     MissingPaywall,
     NotJson,
+    NotKong,
     RestUnreachable,
+    RootBadGateway,
     ServiceRoleRejected,
     Stack,
     WrongTypes,
@@ -294,7 +294,7 @@ def test_auth_health_through_the_gateway(http_server):
     server = http_server(Stack)
     probe = only("auth", api_url=server.url, anon_key=ANON_KEY)
     assert probe["ok"] and probe["status"] == 200 and probe["detail"] == "GoTrue v2.151.0"
-    request = [s for s in server.seen if s["path"] == "/auth/v1/health"][0]
+    request = next(s for s in server.seen if s["path"] == "/auth/v1/health")
     assert request["headers"]["apikey"] == ANON_KEY
 
 
