@@ -151,8 +151,8 @@ from ansible_collections.paycraft.selfhost.plugins.module_utils import converged
 from ansible_collections.paycraft.selfhost.plugins.module_utils import keys
 from ansible_collections.paycraft.selfhost.plugins.module_utils.envfile import EnvFile, EnvFileError
 
-# what the runbook calls safe to embed in the dashboard and the SDK
-PUBLIC_KEYS = (keys.ANON_KEY, keys.API_URL, keys.DASHBOARD_URL)
+# what the runbook calls safe to embed in the dashboard and the SDK: the one shape of paycraft_env
+PUBLIC_KEYS = keys.ENV_FACT_KEYS
 
 
 def main():
