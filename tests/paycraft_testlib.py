@@ -46,3 +46,14 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
             last_exc = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from last_exc
+
+
+def module_runner(timeout: float = 30.0):
+    """The modules' command runner (module_utils/_cli.py) on a real AnsibleModule, for library tests."""
+    from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.testing import patch_module_args
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import _cli
+
+    with patch_module_args({}):
+        module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    return _cli.module_runner(module, timeout)

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import converged, migrate
+from paycraft_testlib import module_runner
 
 BASE_IMAGE = "paycraft-local/debian:bookworm"
 
@@ -35,7 +36,7 @@ def checkout(tmp_path) -> Path:
 
 
 def test_checkout_at_version_and_clean(checkout):
-    probe = converged.Probe()
+    probe = converged.Probe(runner=module_runner())
     fp = converged.checkout_fingerprint(probe, str(checkout), "v1.1.0")
     assert fp["at_version"] and fp["clean"]
     assert not converged.checkout_fingerprint(probe, str(checkout), "v1.0.0")["at_version"]
