@@ -143,7 +143,7 @@ def stack_fingerprint(probe: Probe, project: str, project_dir: str, files: list[
 
 def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, list[str]]:
     """Everything a full run converges, read now; and the problems that make it "not converged"."""
-    probe = probe or Probe(docker=params.get("docker_cli") or "docker")
+    probe = probe or Probe(docker=params.get("docker_cli") or "docker", runner=params.get("runner"))
     problems: list[str] = []
     live: dict = {}
 

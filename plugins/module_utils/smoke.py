@@ -113,11 +113,11 @@ CAUSES = {
             "The config function answered 401 invalid_apiKey: the apiKey is not an active key of any tenant. "
             "API keys (pk_test_... / pk_live_...) are generated in /settings/api-keys on your dashboard; the "
             "anon key is not one. Pass a tenant's key as api_key, or leave it empty so site.yml provisions "
-            "its smoke tenant and key."
+            "its smoke tenant and key (and provisions it again when the database no longer knows it)."
         ),
         "next": (
             "open {dashboard_url}/settings/api-keys, create a key, pass it as api_key",
-            "or delete api_key from /etc/paycraft/smoke-user.json and re-run the playbook with --tags smoke",
+            "or leave paycraft_smoke_api_key empty and re-run the playbook with --tags smoke",
         ),
     },
     "rest_unreachable": {

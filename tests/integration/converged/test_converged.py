@@ -103,6 +103,7 @@ def test_check_follows_every_kind_of_drift(docker_engine, pg_db, checkout, tmp_p
         "checkout": str(checkout), "version": "v2.0.0", "project_dir": str(pdir), "compose_project": project,
         "compose_files": ["docker-compose.yaml", str(override)], "env_file": str(env_file),
         "override_file": str(override), "migrations_dir": str(mdir), "db": pg_db, "inputs": "in-1",
+        "runner": module_runner(60),
     }
     compose = ["docker", "compose", "-p", project, "--project-directory", str(pdir), "--env-file", str(env_file),
                "-f", "docker-compose.yaml", "-f", str(override)]
