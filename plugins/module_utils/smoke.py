@@ -277,9 +277,10 @@ CAUSES = {
         ),
         "next": (
             "docker logs paycraft_db --tail 50",
-            "grep -c PAYCRAFT_DB_PASSWORD .env",
-            "docker compose down && docker volume rm selfhost_paycraft-db && docker compose up -d db "
-            "(after a backup)",
+            "docker exec paycraft_db pg_dump -U postgres -Fc postgres",
+            "docker compose down",
+            "docker volume rm selfhost_paycraft-db",
+            "docker compose up -d db",
         ),
     },
     "postgres_query_failed": {
