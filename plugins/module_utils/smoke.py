@@ -364,12 +364,29 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _opener(validate_certs):
-    context = ssl.create_default_context()
-    if not validate_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
+_TLS_LOCK = threading.Lock()
+_TLS_CONTEXTS = {}
+
+
+def _tls_context(validate_certs):
+    """One TLS context per setting, made once (loading the CA store takes a while on a busy host, and the
+    probes' threads would each load it); an SSLContext is safe to share between threads."""
+    with _TLS_LOCK:
+        context = _TLS_CONTEXTS.get(validate_certs)
+        if context is None:
+            context = ssl.create_default_context()
+            if not validate_certs:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            _TLS_CONTEXTS[validate_certs] = context
+        return context
+
+
+def _opener(url, validate_certs):
+    handlers = [_NoRedirect()]
+    if urllib.parse.urlsplit(url).scheme == "https":  # plain http needs no TLS context
+        handlers.append(urllib.request.HTTPSHandler(context=_tls_context(bool(validate_certs))))
+    return urllib.request.build_opener(*handlers)
 
 
 def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True):
@@ -378,7 +395,7 @@ def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=Tr
         raise ValueError(f"not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - checked
     try:
-        with _opener(validate_certs).open(request, timeout=timeout) as response:
+        with _opener(url, validate_certs).open(request, timeout=timeout) as response:
             return HttpAnswer(response.status, response.read(MAX_BODY), dict(response.headers))
     except urllib.error.HTTPError as exc:
         try:

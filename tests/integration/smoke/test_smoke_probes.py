@@ -419,7 +419,7 @@ def test_probes_run_in_parallel_under_one_deadline(closed_port, silent_server):
     result = smoke.run_probes({
         "api_key": API_KEY, "api_url": f"http://127.0.0.1:{closed_port}",
         "dashboard_url": f"http://127.0.0.1:{closed_port}", "db_host": "127.0.0.1",
-        "db_port": silent_server.server_address[1], "db_password": "x",
+        "db_port": silent_server.server_address[1], "db_password": "unused-pw-4f2a",
         "timeout": 1.0, "interval": 0.2, "request_timeout": 0.4,
     })
     assert not result["ok"]
