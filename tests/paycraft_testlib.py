@@ -65,3 +65,14 @@ def cpython(minor: int) -> tuple[str, str]:
             return executable, version
     missing(f"python3.{minor} (a second interpreter, standing for a managed host's Python)")
     raise AssertionError("unreachable")  # missing() skips or fails
+
+
+def module_runner(timeout: float = 30.0):
+    """The modules' command runner (module_utils/_cli.py) on a real AnsibleModule, for library tests."""
+    from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.testing import patch_module_args
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import _cli
+
+    with patch_module_args({}):
+        module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    return _cli.module_runner(module, timeout)

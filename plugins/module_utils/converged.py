@@ -22,8 +22,9 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres
 
 STATE_VERSION = 1
 
@@ -31,22 +32,24 @@ STATE_VERSION = 1
 class Probe:
     """Collects the live fingerprint and what could not be read."""
 
-    def __init__(self, docker: str = "docker", git: str = "git", timeout: int = 30):
+    def __init__(self, docker: str = "docker", git: str = "git", timeout: int = 30, runner=None):
         self.docker = docker
         self.git = git
         self.timeout = timeout
+        self.runner = runner  # module_utils/_cli.py: runner(argv, cwd, timeout) -> (rc, stdout, stderr)
         self.problems: list[str] = []
 
     def run(self, argv: list[str], cwd: str | None = None) -> str | None:
-        try:
-            res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=self.timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self.problems.append(f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: {exc}")
+        if self.runner is None:
+            raise RuntimeError("converged.Probe needs a command runner (module_utils/_cli.module_runner)")
+        rc, out, err = self.runner(argv, cwd=cwd, timeout=self.timeout)
+        if rc in (124, 126, 127):
+            self.problems.append(f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: {err.strip()[:200]}")
             return None
-        if res.returncode != 0:
-            self.problems.append(f"{' '.join(argv[:3])} failed: {(res.stderr or res.stdout).strip()[:200]}")
+        if rc != 0:
+            self.problems.append(f"{' '.join(argv[:3])} failed: {(err or out).strip()[:200]}")
             return None
-        return res.stdout
+        return out
 
 
 def file_fingerprint(path: str) -> dict | None:
@@ -87,13 +90,9 @@ def migrations_fingerprint(migrations_dir: str) -> dict[str, str] | None:
 def ledger_fingerprint(conn_params: dict, ledger: str = "public._paycraft_migrations") -> dict[str, str | None] | str:
     """version -> recorded checksum, or an error string."""
     try:
-        import psycopg2
-    except ImportError:
-        return "psycopg2 is not installed"
-    try:
-        conn = psycopg2.connect(connect_timeout=5, application_name="paycraft_converged", **conn_params)
-    except Exception as exc:
-        return f"cannot connect to Postgres: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+        conn = _postgres.connect(conn_params, "paycraft_converged", connect_timeout=5)
+    except _postgres.PostgresError as exc:
+        return f"cannot connect to Postgres: {exc.reason or exc.message}"
     try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT version, checksum FROM {ledger}")
@@ -144,7 +143,7 @@ def stack_fingerprint(probe: Probe, project: str, project_dir: str, files: list[
 
 def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, list[str]]:
     """Everything a full run converges, read now; and the problems that make it "not converged"."""
-    probe = probe or Probe(docker=params.get("docker_cli") or "docker")
+    probe = probe or Probe(docker=params.get("docker_cli") or "docker", runner=params.get("runner"))
     problems: list[str] = []
     live: dict = {}
 

@@ -5,10 +5,13 @@
 
 Pure Python (standard library only), importable without Ansible:
 
-* four probes, one attempt each: ``suite_config`` (the SDK's SuiteConfig fetch
-  through the gateway), ``gateway`` (Kong answers ``/``), ``postgres`` (a
-  ``pg_isready``-style StartupMessage ping, no login) and ``dashboard``
-  (``curl -fsSI``-style HEAD);
+* five probes, one attempt each, each proving its own component:
+  ``suite_config`` (the SDK's SuiteConfig fetch through the gateway; always part
+  of the default set), ``gateway`` (Kong's own answer on ``/``: its 404 "no Route
+  matched", never a 5xx), ``auth`` (GoTrue's ``/auth/v1/health`` through the
+  gateway), ``postgres`` (a ``pg_isready``-style ping, then a real login with
+  the database password and ``SELECT 1``) and ``dashboard`` (``curl -fsSIL``:
+  a 200 after redirects);
 * :func:`run_probes` runs the selected probes in parallel threads, each
   retrying until it passes or a shared deadline expires;
 * every failure is classified into one entry of :data:`CAUSES` (most of them
@@ -30,14 +33,22 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
 
-PROBES = ("suite_config", "gateway", "postgres", "dashboard")
+PROBES = ("suite_config", "gateway", "auth", "postgres", "dashboard")
+# The smoke role's probe set always includes these: the SuiteConfig fetch is the runbook's "fastest signal that
+# the stack is alive" (a subset without it is for building blocks such as the stack role's wait for Postgres).
+REQUIRED_PROBES = ("suite_config",)
+MAX_REDIRECTS = 10
+KONG_NO_ROUTE = "no route matched"
 SUITE_CONFIG_KEYS = ("tenant_id", "products", "providers", "paywall", "cache_ttl_seconds")
 DEFAULTS = {
     "api_url": "http://127.0.0.1:54321",
     "config_path": "/functions/v1/config",
+    "auth_path": "/auth/v1/health",
     "dashboard_url": "http://127.0.0.1:3000",
     "db_host": "127.0.0.1",
     "db_port": 54322,
+    "db_user": "postgres",
+    "db_name": "postgres",
     "timeout": 120.0,
     "interval": 2.0,
     "request_timeout": 5.0,
@@ -103,9 +114,12 @@ CAUSES = {
             "The config function answered 401 invalid_apiKey: the apiKey is not an active key of any tenant. "
             "API keys (pk_test_... / pk_live_...) are generated in /settings/api-keys on your dashboard; the "
             "anon key is not one. Pass a tenant's key as api_key, or leave it empty so site.yml provisions "
-            "its smoke tenant and key."
+            "its smoke tenant and key (and provisions it again when the database no longer knows it)."
         ),
-        "next": ("open {dashboard_url}/settings/api-keys, create a key, pass it as api_key",),
+        "next": (
+            "open {dashboard_url}/settings/api-keys, create a key, pass it as api_key",
+            "or leave paycraft_smoke_api_key empty and re-run the playbook with --tags smoke",
+        ),
     },
     "rest_unreachable": {
         "runbook": None,
@@ -142,6 +156,45 @@ CAUSES = {
             "lsof -iTCP:{gateway_port} -sTCP:LISTEN -n -P",
             "docker logs paycraft_kong",
         ),
+    },
+    "gateway_error": {
+        "runbook": False,
+        "heading": "The gateway answers with a server error",
+        "explanation": (
+            "{api_url}/ answered {status}: something answers HTTP there but fails. Kong itself answers an "
+            "unmatched / with 404 \"no Route matched\"; a 5xx comes from Kong failing, or from a TLS proxy "
+            "in front of it that cannot reach paycraft_kong."
+        ),
+        "next": ("docker compose ps", "docker logs paycraft_kong", "curl -sS -i {api_url}/ | head -c 400"),
+    },
+    "not_kong": {
+        "runbook": False,
+        "heading": "Something other than Kong answers on the gateway port",
+        "explanation": (
+            "{api_url}/ answered {status}, not Kong's 404 {{\"message\":\"no Route matched with those "
+            "values\"}}: another service holds the port (runbook: Port already in use) or a proxy in front "
+            "of Kong rewrites /."
+        ),
+        "next": ("lsof -iTCP:{gateway_port} -sTCP:LISTEN -n -P", "docker compose ps", "docker logs paycraft_kong"),
+    },
+    "auth_down": {
+        "runbook": False,
+        "heading": "GoTrue (auth) does not answer behind the gateway",
+        "explanation": (
+            "{api_url}{auth_path} answered {status}: Kong routes /auth/v1/ to auth:9999 and nothing answers "
+            "there. paycraft_auth is stopped, restarting (it cannot reach the database as supabase_auth_admin), "
+            "or still starting. Sign-ups and sign-ins of the dashboard and the SDK fail until it answers."
+        ),
+        "next": ("docker compose ps auth", "docker logs paycraft_auth --tail 100"),
+    },
+    "auth_error": {
+        "runbook": False,
+        "heading": "GoTrue (auth) answers, but not its health document",
+        "explanation": (
+            "{api_url}{auth_path} answered {status} without GoTrue's health document "
+            "({{\"version\", \"name\"}}): the /auth/v1/ route of kong.yml does not lead to GoTrue."
+        ),
+        "next": ("grep -n -B2 -A4 'auth/v1' kong.yml", "docker logs paycraft_auth --tail 100"),
     },
     "upstream_down": {
         "runbook": None,
@@ -217,6 +270,29 @@ CAUSES = {
         ),
         "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
     },
+    "postgres_login_failed": {
+        "runbook": True,
+        "heading": "Postgres container exits during boot",
+        "explanation": (
+            "Postgres answers on {db_host}:{db_port} but refuses the login as {db_user} with the password "
+            "of the env file (FATAL: password authentication failed). PAYCRAFT_DB_PASSWORD changed after the "
+            "volume was created: Postgres bakes the password into the initdb-time bytes, so rotating it "
+            "requires recreating the volume (this destroys all subscriptions data; take a backup first)."
+        ),
+        "next": (
+            "docker logs paycraft_db --tail 50",
+            "docker exec paycraft_db pg_dump -U postgres -Fc postgres",
+            "docker compose down",
+            "docker volume rm selfhost_paycraft-db",
+            "docker compose up -d db",
+        ),
+    },
+    "postgres_query_failed": {
+        "runbook": False,
+        "heading": "Postgres accepts the login but cannot run a query",
+        "explanation": "Logged in on {db_host}:{db_port} as {db_user}, but SELECT 1 failed: {reason}.",
+        "next": ("docker logs paycraft_db --tail 50", "docker exec paycraft_db psql -U postgres -c 'SELECT 1'"),
+    },
     "dashboard_down": {
         "runbook": "runbook section 7, 'Dashboard build hangs at npm install'",
         "heading": "Nothing answers on the dashboard's URL: its container is still installing packages",
@@ -233,13 +309,17 @@ CAUSES = {
     "dashboard_error": {
         "runbook": None,
         "heading": "The dashboard answers with an error",
-        "explanation": "The dashboard answered {status} to HEAD {dashboard_url} (curl -fsSI would fail).",
+        "explanation": (
+            "The dashboard answered {status} to HEAD {dashboard_url}{hops} (curl -fsSIL would fail: it "
+            "expects a 200 after redirects)."
+        ),
         "next": ("docker logs paycraft_dashboard --tail 50",),
     },
 }
 
 # Failures that waiting cannot change: stop retrying at the first one.
-FINAL_CAUSES = frozenset({"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error"})
+FINAL_CAUSES = frozenset({"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
+                          "postgres_login_failed"})
 
 _JWT_MARKERS = ("invalid jwt", "jwt", "invalid api key", "invalid key", "no api key", "unauthorized", "jws")
 
@@ -287,12 +367,29 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _opener(validate_certs):
-    context = ssl.create_default_context()
-    if not validate_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
+_TLS_LOCK = threading.Lock()
+_TLS_CONTEXTS = {}
+
+
+def _tls_context(validate_certs):
+    """One TLS context per setting, made once (loading the CA store takes a while on a busy host, and the
+    probes' threads would each load it); an SSLContext is safe to share between threads."""
+    with _TLS_LOCK:
+        context = _TLS_CONTEXTS.get(validate_certs)
+        if context is None:
+            context = ssl.create_default_context()
+            if not validate_certs:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            _TLS_CONTEXTS[validate_certs] = context
+        return context
+
+
+def _opener(url, validate_certs):
+    handlers = [_NoRedirect()]
+    if urllib.parse.urlsplit(url).scheme == "https":  # plain http needs no TLS context
+        handlers.append(urllib.request.HTTPSHandler(context=_tls_context(bool(validate_certs))))
+    return urllib.request.build_opener(*handlers)
 
 
 def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True):
@@ -301,7 +398,7 @@ def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=Tr
         raise ValueError(f"not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - checked
     try:
-        with _opener(validate_certs).open(request, timeout=timeout) as response:
+        with _opener(url, validate_certs).open(request, timeout=timeout) as response:
             return HttpAnswer(response.status, response.read(MAX_BODY), dict(response.headers))
     except urllib.error.HTTPError as exc:
         try:
@@ -460,31 +557,83 @@ def probe_suite_config(params, timeout):
     return Outcome(True, 200, detail, document=document)
 
 
+def _is_kong(answer):
+    server = str({k.lower(): v for k, v in answer.headers.items()}.get("server", "")).lower()
+    return server.startswith("kong") or any(k.lower().startswith("x-kong-") for k in answer.headers)
+
+
 def probe_gateway(params, timeout):
+    """Kong's own answer on ``/``: 404 "no Route matched" (or any non-error answer that Kong signs)."""
     url = params["api_url"].rstrip("/") + "/"
     try:
         answer = http_request(url, "GET", {}, timeout, params.get("validate_certs", True))
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "gateway_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
-    # Kong answers an unmatched / with 404 {"message":"no Route matched ..."}: any answer means it is up.
-    return Outcome(True, answer.status, f"HTTP {answer.status} {preview(answer.text())}".rstrip())
+    line = f"HTTP {answer.status} {preview(answer.text())}".rstrip()
+    if answer.status >= 500:
+        return Outcome(False, answer.status, line, "gateway_error", {"status": f"HTTP {answer.status}"})
+    if answer.status == 404 and KONG_NO_ROUTE in answer.text().lower():
+        return Outcome(True, answer.status, line)
+    if answer.status < 400 and _is_kong(answer):
+        return Outcome(True, answer.status, line)
+    return Outcome(False, answer.status, line, "not_kong", {"status": f"HTTP {answer.status}"})
+
+
+def probe_auth(params, timeout):
+    """GoTrue's ``GET /health`` through the gateway's /auth/v1/ route: 200 with its health document."""
+    url = params["api_url"].rstrip("/") + params.get("auth_path", DEFAULTS["auth_path"])
+    anon_key = params.get("anon_key")
+    headers = {"Accept": "application/json"}
+    if anon_key:
+        headers["apikey"] = anon_key
+        headers["Authorization"] = f"Bearer {anon_key}"
+    try:
+        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
+    except NoAnswer as exc:
+        cause = "tls_error" if exc.kind == "tls" else "gateway_down"
+        return Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
+    text = redact(answer.text(), (anon_key,))
+    line = f"HTTP {answer.status} {preview(text)}".rstrip()
+    context = {"status": f"HTTP {answer.status}"}
+    if answer.status in (502, 503, 504):
+        return Outcome(False, answer.status, line, "auth_down", context)
+    if answer.status != 200:
+        return Outcome(False, answer.status, line, "auth_error" if answer.status < 500 else "auth_down", context)
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not document.get("version") or not document.get("name"):
+        return Outcome(False, answer.status, line, "auth_error", context)
+    return Outcome(True, 200, f"{document['name']} {document['version']}")
 
 
 def probe_dashboard(params, timeout):
+    """``curl -fsSIL``: HEAD (GET when HEAD is refused with 405), redirects followed, a 200 at the end."""
     url = params["dashboard_url"]
     validate = params.get("validate_certs", True)
+    hops = []
     try:
-        answer = http_request(url, "HEAD", {}, timeout, validate)
-        if answer.status == 405:
-            answer = http_request(url, "GET", {}, timeout, validate)
+        for _hop in range(MAX_REDIRECTS + 1):
+            answer = http_request(url, "HEAD", {}, timeout, validate)
+            if answer.status == 405:
+                answer = http_request(url, "GET", {}, timeout, validate)
+            location = {k.lower(): v for k, v in answer.headers.items()}.get("location")
+            if answer.status not in (301, 302, 303, 307, 308) or not location:
+                break
+            hops.append(f"{answer.status} -> {location}")
+            url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                break
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "dashboard_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
-    line = f"HTTP {answer.status}"
-    if 200 <= answer.status < 400:
+    line = f"HTTP {answer.status}" + (f" after {', '.join(hops)}" if hops else "")
+    if answer.status == 200:
         return Outcome(True, answer.status, line)
-    return Outcome(False, answer.status, line, "dashboard_error", {"status": line})
+    context = {"status": f"HTTP {answer.status}", "hops": f" (redirects: {', '.join(hops)})" if hops else ""}
+    return Outcome(False, answer.status, line, "dashboard_error", context)
 
 
 def pg_ping(host, port, timeout):
@@ -545,17 +694,50 @@ def parse_pg_error(body):
     return fields
 
 
+def pg_login(params, timeout):
+    """Log in as ``db_user`` with ``db_password`` and run ``SELECT 1``: ``(ok, cause or None, detail)``."""
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres
+
+    conn_params = {"host": params["db_host"], "port": params["db_port"], "user": params["db_user"],
+                   "password": params.get("db_password"), "dbname": params["db_name"]}
+    try:
+        conn = _postgres.connect(conn_params, "paycraft_smoke", max(1, round(timeout)))
+    except _postgres.PostgresError as exc:
+        kind = _postgres.login_failure_kind(exc.reason)
+        if kind == "password":
+            return False, "postgres_login_failed", exc.reason
+        if kind == "starting":
+            return False, "postgres_rejecting", exc.reason
+        return False, "postgres_query_failed", exc.reason
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            row = cur.fetchone()
+    except Exception as exc:  # psycopg2.Error: a server that logs in but cannot answer
+        return False, "postgres_query_failed", str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    finally:
+        conn.close()
+    if not row or row[0] != 1:
+        return False, "postgres_query_failed", f"SELECT 1 returned {row!r}"
+    return True, None, f"logged in as {params['db_user']}, SELECT 1 returned 1"
+
+
 def probe_postgres(params, timeout):
     state, detail = pg_ping(params["db_host"], params["db_port"], timeout)
-    if state == PG_ACCEPTING:
-        return Outcome(True, state, detail)
-    cause = "postgres_rejecting" if state == PG_REJECTING else "postgres_no_response"
-    return Outcome(False, state, detail, cause)
+    if state != PG_ACCEPTING:
+        cause = "postgres_rejecting" if state == PG_REJECTING else "postgres_no_response"
+        return Outcome(False, state, detail, cause)
+    ok, cause, login_detail = pg_login(params, timeout)
+    if ok:
+        return Outcome(True, "logged in", login_detail)
+    status = {"postgres_login_failed": "login refused", "postgres_rejecting": PG_REJECTING}.get(cause, "query failed")
+    return Outcome(False, status, login_detail, cause, {"reason": login_detail})
 
 
 PROBE_FUNCTIONS = {
     "suite_config": probe_suite_config,
     "gateway": probe_gateway,
+    "auth": probe_auth,
     "postgres": probe_postgres,
     "dashboard": probe_dashboard,
 }
@@ -571,6 +753,9 @@ def validate(params):
         errors.append(f"unknown probes {unknown}: choose from {list(PROBES)}")
     if not probes:
         errors.append("probes is empty: select at least one of " + ", ".join(PROBES))
+    if "postgres" in probes and not params.get("db_password"):
+        errors.append("db_password is required when the postgres probe runs (PAYCRAFT_DB_PASSWORD: give "
+                      "env_file, the env file on the host, or db_password); or leave postgres out of probes")
     if "suite_config" in probes and not params.get("api_key"):
         errors.append("api_key is required when the suite_config probe runs (a tenant API key, pk_test_... "
                       "or pk_live_...); or leave suite_config out of probes")
@@ -581,6 +766,8 @@ def validate(params):
             errors.append(f"{name} must be an http:// or https:// URL with a host, got {value!r}")
     if not str(params.get("config_path") or "").startswith("/"):
         errors.append(f"config_path must start with '/', got {params.get('config_path')!r}")
+    if not str(params.get("auth_path") or "").startswith("/"):
+        errors.append(f"auth_path must start with '/', got {params.get('auth_path')!r}")
     timeout = params.get("timeout")
     if not isinstance(timeout, (int, float)) or timeout < 0:
         errors.append(f"timeout must be 0 or more seconds, got {timeout!r}")
@@ -632,7 +819,7 @@ def run_probe(name, params, deadline, interval, request_timeout, clock=time.mono
 
 
 def _result(name, outcome, attempts, latency, params):
-    secrets = (params.get("api_key"), params.get("anon_key"))
+    secrets = (params.get("api_key"), params.get("anon_key"), params.get("db_password"))
     result = {
         "ok": outcome.ok,
         "attempts": attempts,
@@ -651,13 +838,17 @@ def _result(name, outcome, attempts, latency, params):
             "api_url": params["api_url"],
             "gateway_port": _port_of(params["api_url"]),
             "config_path": params["config_path"],
+            "auth_path": params["auth_path"],
             "db_host": params["db_host"],
             "db_port": params["db_port"],
+            "db_user": params["db_user"],
             "dashboard_url": params["dashboard_url"],
             "missing": "",
             "status": outcome.status,
             "url": "",
             "code": "",
+            "hops": "",
+            "reason": "",
         }
         context.update(outcome.context)
         result.update(
@@ -671,7 +862,7 @@ def _result(name, outcome, attempts, latency, params):
 
 
 def summarize(results, order=PROBES):
-    """``smoke: 4/4 probes passed (suite_config 35 ms, gateway 3 ms, ...)``."""
+    """``smoke: 5/5 probes passed (suite_config 35 ms, gateway 3 ms, ...)``."""
     names = [n for n in order if n in results]
     passed = sum(1 for n in names if results[n]["ok"])
     parts = []

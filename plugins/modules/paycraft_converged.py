@@ -65,7 +65,9 @@ options:
     elements: str
     required: true
   env_file:
-    description: The env file compose reads.
+    description:
+      - The env file compose reads. Its C(PAYCRAFT_DB_PASSWORD) is the password for the ledger when
+        O(login_password) is empty, read on the host, so that no secret has to pass through the play.
     type: path
     required: true
   override_file:
@@ -76,27 +78,8 @@ options:
     description: The release's migrations.
     type: path
     required: true
-  login_host:
-    description: Postgres host.
-    type: str
-    default: 127.0.0.1
-  login_port:
-    description: Postgres port.
-    type: int
-    default: 54322
-  login_user:
-    description: Postgres user.
-    type: str
-    default: postgres
-  login_password:
-    description:
-      - Postgres password. Default C(PAYCRAFT_DB_PASSWORD) from O(env_file), so that no secret
-        has to pass through the play.
-    type: str
-  login_db:
-    description: Database.
-    type: str
-    default: postgres
+extends_documentation_fragment:
+  - paycraft.selfhost.postgres
 requirements:
   - psycopg2 on the managed host
   - the docker CLI with Compose v2 and git on the managed host
@@ -148,17 +131,18 @@ public_env:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _cli, _postgres, keys
 from ansible_collections.paycraft.selfhost.plugins.module_utils import converged as lib
-from ansible_collections.paycraft.selfhost.plugins.module_utils import keys
 from ansible_collections.paycraft.selfhost.plugins.module_utils.envfile import EnvFile, EnvFileError
 
-# what the runbook calls safe to embed in the dashboard and the SDK
-PUBLIC_KEYS = (keys.ANON_KEY, keys.API_URL, keys.DASHBOARD_URL)
+# what the runbook calls safe to embed in the dashboard and the SDK: the one shape of paycraft_env
+PUBLIC_KEYS = keys.ENV_FACT_KEYS
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    argument_spec = _postgres.postgres_common_argument_spec()
+    argument_spec.update(
+        dict(
             state=dict(type="str", choices=["check", "present"], default="check"),
             path=dict(type="path", default="/etc/paycraft/converged.json"),
             inputs=dict(type="str", required=True),
@@ -170,14 +154,9 @@ def main():
             env_file=dict(type="path", required=True),
             override_file=dict(type="path", required=True),
             migrations_dir=dict(type="path", required=True),
-            login_host=dict(type="str", default="127.0.0.1"),
-            login_port=dict(type="int", default=54322),
-            login_user=dict(type="str", default="postgres"),
-            login_password=dict(type="str", no_log=True),
-            login_db=dict(type="str", default="postgres"),
-        ),
-        supports_check_mode=True,
+        )
     )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     try:
         env = EnvFile.read(p["env_file"]).as_dict()
@@ -185,15 +164,13 @@ def main():
         env = {}
     params = dict(p)
     params["docker_cli"] = module.get_bin_path("docker")
-    params["db"] = {
-        "host": p["login_host"],
-        "port": p["login_port"],
-        "user": p["login_user"],
-        "password": p["login_password"] or env.get("PAYCRAFT_DB_PASSWORD", ""),
-        "dbname": p["login_db"],
-    }
+    try:
+        params["db"] = _postgres.connection_params(p)
+    except _postgres.PostgresError:  # no readable env file: the ledger read names the failed login
+        params["db"] = _postgres.connection_params({**p, "env_file": None})
     state = lib.read_state(p["path"])
-    result = lib.check(params, state)
+    probe = lib.Probe(docker=params["docker_cli"] or "docker", runner=_cli.module_runner(module))
+    result = lib.check(params, state, probe)
 
     if p["state"] == "check":
         public = {k: env[k] for k in PUBLIC_KEYS if k in env} if result["converged"] else {}

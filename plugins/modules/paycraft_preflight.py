@@ -198,7 +198,7 @@ failure_message:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.paycraft.selfhost.plugins.module_utils import preflight
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _cli, preflight
 
 
 def main():
@@ -250,6 +250,7 @@ def main():
         compose_project=p["compose_project"],
         required_tools=p["required_tools"],
         python_modules=p["python_modules"],
+        runner=_cli.module_runner(module),
     )
     errors = preflight.errors(findings)
     result = {

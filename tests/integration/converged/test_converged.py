@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import converged, migrate
+from paycraft_testlib import module_runner
 
 BASE_IMAGE = "paycraft-local/debian:bookworm"
 
@@ -35,7 +36,7 @@ def checkout(tmp_path) -> Path:
 
 
 def test_checkout_at_version_and_clean(checkout):
-    probe = converged.Probe()
+    probe = converged.Probe(runner=module_runner())
     fp = converged.checkout_fingerprint(probe, str(checkout), "v1.1.0")
     assert fp["at_version"] and fp["clean"]
     assert not converged.checkout_fingerprint(probe, str(checkout), "v1.0.0")["at_version"]
@@ -102,6 +103,7 @@ def test_check_follows_every_kind_of_drift(docker_engine, pg_db, checkout, tmp_p
         "checkout": str(checkout), "version": "v2.0.0", "project_dir": str(pdir), "compose_project": project,
         "compose_files": ["docker-compose.yaml", str(override)], "env_file": str(env_file),
         "override_file": str(override), "migrations_dir": str(mdir), "db": pg_db, "inputs": "in-1",
+        "runner": module_runner(60),
     }
     compose = ["docker", "compose", "-p", project, "--project-directory", str(pdir), "--env-file", str(env_file),
                "-f", "docker-compose.yaml", "-f", str(override)]

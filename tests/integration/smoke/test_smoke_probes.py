@@ -13,15 +13,21 @@ from smoke_servers import (
     ANON_KEY,
     API_KEY,
     SUITE_CONFIG,
+    AllBadGateway,
+    AuthDown,
+    AuthNotGoTrue,
     BadGateway,
     Dashboard,
     DashboardBroken,
+    DashboardLogin,
     DashboardNoHead,
     DashboardRedirect,
     FunctionNotFound,
     MissingPaywall,
     NotJson,
+    NotKong,
     RestUnreachable,
+    RootBadGateway,
     ServiceRoleRejected,
     Stack,
     WrongTypes,
@@ -39,13 +45,17 @@ def only(probe, **params):
     return run(probes=[probe], **params)["probes"][probe]
 
 
-# ----------------------------------------------------------------- all four
+def pg_params(pg, **over):
+    return {"db_host": pg.host, "db_port": pg.port, "db_user": pg.user, "db_password": pg.password, **over}
+
+
+# ----------------------------------------------------------------- all five
 @pytest.mark.postgres
-def test_healthy_stack_passes_all_four_probes(http_server, pg):
+def test_healthy_stack_passes_all_five_probes(http_server, pg):
     gateway = http_server(Stack)
     dashboard = http_server(Dashboard)
     result = run(api_url=gateway.url, anon_key=ANON_KEY, dashboard_url=dashboard.url,
-                 db_host=pg.host, db_port=pg.port, request_timeout=10.0)  # one attempt each, even on a busy box
+                 **pg_params(pg), request_timeout=10.0)  # one attempt each, even on a busy box
     assert result["ok"], result["message"]
     assert set(result["probes"]) == set(smoke.PROBES)
     for name, probe in result["probes"].items():
@@ -56,9 +66,12 @@ def test_healthy_stack_passes_all_four_probes(http_server, pg):
     assert result["suite_config"] == SUITE_CONFIG
     assert result["probes"]["gateway"]["status"] == 404
     assert "no Route matched" in result["probes"]["gateway"]["detail"]
-    assert result["probes"]["postgres"]["status"] == smoke.PG_ACCEPTING
+    assert result["probes"]["postgres"]["status"] == "logged in"
+    assert result["probes"]["postgres"]["detail"] == "logged in as postgres, SELECT 1 returned 1"
+    assert result["probes"]["auth"]["detail"] == "GoTrue v2.151.0"
     assert result["probes"]["dashboard"]["status"] == 200
-    assert result["summary"].startswith("smoke: 4/4 probes passed (suite_config ")
+    assert result["summary"].startswith("smoke: 5/5 probes passed (suite_config ")
+    assert pg.password not in repr(result)
     assert result["message"] == result["summary"]
     # the SDK's request: apiKey in the query, the anon key as apikey + Bearer headers
     config_requests = [s for s in gateway.seen if s["path"] == "/functions/v1/config"]
@@ -66,6 +79,39 @@ def test_healthy_stack_passes_all_four_probes(http_server, pg):
     assert config_requests[0]["headers"]["apikey"] == ANON_KEY
     assert config_requests[0]["headers"]["authorization"] == f"Bearer {ANON_KEY}"
     assert [s["method"] for s in dashboard.seen] == ["HEAD"]
+    assert "/auth/v1/health" in [s["path"] for s in gateway.seen]
+
+
+# -------------------------------------------- one broken component at a time
+BROKEN = {
+    # component: (gateway handler, dashboard handler, postgres password is wrong, cause id, runbook heading)
+    "suite_config": (FunctionNotFound, Dashboard, False, "function_not_found",
+                     "Edge function returns 404 for /functions/v1/config"),
+    "gateway": (RootBadGateway, Dashboard, False, "gateway_error", "The gateway answers with a server error"),
+    "auth": (AuthDown, Dashboard, False, "auth_down", "GoTrue (auth) does not answer behind the gateway"),
+    "postgres": (Stack, Dashboard, True, "postgres_login_failed", "Postgres container exits during boot"),
+    "dashboard": (Stack, DashboardRedirect, False, "dashboard_error", "The dashboard answers with an error"),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("component", list(BROKEN))
+def test_breaking_one_component_fails_exactly_its_probe(http_server, pg, component):
+    """A healthy stack with one component broken: that probe fails with its cause, every other one passes."""
+    gateway_handler, dashboard_handler, wrong_password, cause_id, heading = BROKEN[component]
+    gateway, dashboard = http_server(gateway_handler), http_server(dashboard_handler)
+    password = "not-the-password-0c41" if wrong_password else pg.password
+    result = run(api_url=gateway.url, anon_key=ANON_KEY, dashboard_url=dashboard.url,
+                 **pg_params(pg, db_password=password), timeout=0.5, request_timeout=10.0)
+    assert not result["ok"]
+    failed = {name for name, probe in result["probes"].items() if not probe["ok"]}
+    assert failed == {component}, result["message"]
+    probe = result["probes"][component]
+    assert probe["cause_id"] == cause_id
+    assert probe["cause"] == heading
+    assert result["summary"].startswith("smoke: 4/5 probes passed")
+    assert f"{component}: " in result["message"] and f"likely cause: {heading}" in result["message"]
+    assert "not-the-password-0c41" not in repr(result)
 
 
 def test_config_path_override_is_used(http_server):
@@ -213,34 +259,95 @@ def test_server_that_comes_up_late_passes_after_retries(late_server):
 
 # ------------------------------------------------------------------ gateway
 @pytest.mark.parametrize("handler", [Stack, BadGateway, FunctionNotFound])
-def test_any_http_answer_means_the_gateway_is_up(http_server, handler):
+def test_kongs_no_route_answer_means_the_gateway_is_up(http_server, handler):
     server = http_server(handler)
     probe = only("gateway", api_url=server.url + "/")
     assert probe["ok"] and probe["status"] == 404
     assert len(probe["detail"]) <= len("HTTP 404 ") + smoke.BODY_PREVIEW + 3
 
 
+@pytest.mark.parametrize("handler", [RootBadGateway, AllBadGateway])
+def test_a_5xx_on_the_gateway_fails_it(http_server, handler):
+    probe = only("gateway", api_url=http_server(handler).url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 502
+    assert probe["cause_id"] == "gateway_error"
+    assert "docker logs paycraft_kong" in probe["next"]
+
+
+def test_something_else_on_the_gateway_port_is_not_kong(http_server):
+    server = http_server(NotKong)
+    probe = only("gateway", api_url=server.url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 200
+    assert probe["cause_id"] == "not_kong"
+    assert f"lsof -iTCP:{server.port} -sTCP:LISTEN -n -P" in probe["next"]
+
+
 def test_gateway_body_preview_is_cut_at_200_characters(http_server):
     class Chatty(Stack):
-        def do_GET(self):
-            return self._send(200, b"x" * 5000, "text/plain")
+        def root(self):
+            return self._send(503, b"x" * 5000, "text/plain")
 
-    probe = only("gateway", api_url=http_server(Chatty).url)
-    assert probe["detail"] == "HTTP 200 " + "x" * 200 + "..."
+    probe = only("gateway", api_url=http_server(Chatty).url, timeout=0.3)
+    assert probe["detail"] == "HTTP 503 " + "x" * 200 + "..."
+
+
+# --------------------------------------------------------------------- auth
+def test_auth_health_through_the_gateway(http_server):
+    server = http_server(Stack)
+    probe = only("auth", api_url=server.url, anon_key=ANON_KEY)
+    assert probe["ok"] and probe["status"] == 200 and probe["detail"] == "GoTrue v2.151.0"
+    request = next(s for s in server.seen if s["path"] == "/auth/v1/health")
+    assert request["headers"]["apikey"] == ANON_KEY
+
+
+def test_auth_down_behind_kong_fails_auth(http_server):
+    probe = only("auth", api_url=http_server(AuthDown).url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 502
+    assert probe["cause_id"] == "auth_down"
+    assert probe["next"] == ["docker compose ps auth", "docker logs paycraft_auth --tail 100"]
+
+
+def test_auth_route_that_is_not_gotrue_fails_auth(http_server):
+    probe = only("auth", api_url=http_server(AuthNotGoTrue).url, timeout=0.3)
+    assert not probe["ok"] and probe["cause_id"] == "auth_error"
 
 
 # ----------------------------------------------------------------- postgres
 @pytest.mark.postgres
-def test_postgres_accepting_on_the_real_cluster(pg):
+def test_postgres_logs_in_on_the_real_cluster(pg):
     state, detail = smoke.pg_ping(pg.host, pg.port, 2.0)
     assert state == smoke.PG_ACCEPTING, detail
-    probe = only("postgres", db_host=pg.host, db_port=pg.port)
-    assert probe["ok"] and probe["status"] == "accepting"
+    probe = only("postgres", **pg_params(pg))
+    assert probe["ok"] and probe["status"] == "logged in"
+
+
+@pytest.mark.postgres
+def test_postgres_wrong_password_fails_with_the_runbook_entry(pg):
+    """A server that answers is not enough: the login with the env file's password must succeed."""
+    probe = only("postgres", **pg_params(pg, db_password="wrong-password-7e1d"))
+    assert not probe["ok"]
+    assert probe["status"] == "login refused"
+    assert "password authentication failed" in probe["detail"]
+    assert probe["cause"] == "Postgres container exits during boot" and probe["runbook"] is True
+    assert probe["attempts"] == 1  # a password does not fix itself
+    assert "wrong-password-7e1d" not in repr(probe)
+
+
+@pytest.mark.postgres
+def test_postgres_unknown_database_fails(pg):
+    probe = only("postgres", **pg_params(pg, db_name="no_such_db_91"), timeout=0.3)
+    assert not probe["ok"] and probe["cause_id"] == "postgres_query_failed"
+    assert "no_such_db_91" in probe["explanation"]
+
+
+def test_postgres_probe_needs_a_password():
+    with pytest.raises(ValueError, match="db_password is required when the postgres probe runs"):
+        smoke.run_probes({"probes": ["postgres"], "timeout": 0})
 
 
 def test_postgres_starting_up_is_rejecting(pg_starting_server):
     port = pg_starting_server.server_address[1]
-    probe = only("postgres", db_host="127.0.0.1", db_port=port, timeout=0.5)
+    probe = only("postgres", db_host="127.0.0.1", db_port=port, db_password="unused-pw-4f2a", timeout=0.5)
     assert not probe["ok"]
     assert probe["status"] == smoke.PG_REJECTING
     assert "57P03" in probe["detail"] and "starting up" in probe["detail"]
@@ -253,7 +360,7 @@ def test_postgres_starting_up_is_rejecting(pg_starting_server):
 
 
 def test_postgres_closed_port_is_no_response(closed_port):
-    probe = only("postgres", db_host="127.0.0.1", db_port=closed_port, timeout=0.3)
+    probe = only("postgres", db_host="127.0.0.1", db_port=closed_port, db_password="unused-pw-4f2a", timeout=0.3)
     assert probe["status"] == smoke.PG_NO_RESPONSE
     assert probe["cause_id"] == "postgres_no_response"
     assert "'Postgres container exits during boot'" in probe["runbook"]
@@ -280,11 +387,20 @@ def test_dashboard_head_falls_back_to_get_on_405(http_server):
     assert [s["method"] for s in server.seen] == ["HEAD", "GET"]
 
 
-def test_dashboard_redirect_is_not_followed_and_passes(http_server):
-    server = http_server(DashboardRedirect)
+def test_dashboard_redirect_is_followed_to_a_200(http_server):
+    server = http_server(DashboardLogin)
     probe = only("dashboard", dashboard_url=server.url)
-    assert probe["ok"] and probe["status"] == 307
-    assert [s["path"] for s in server.seen] == ["/"]
+    assert probe["ok"] and probe["status"] == 200
+    assert probe["detail"] == "HTTP 200 after 307 -> /login"
+    assert [s["path"] for s in server.seen] == ["/", "/login"]
+
+
+def test_dashboard_that_only_redirects_fails(http_server):
+    server = http_server(DashboardRedirect)
+    probe = only("dashboard", dashboard_url=server.url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 307
+    assert probe["cause_id"] == "dashboard_error"
+    assert "redirects: 307 -> /login" in probe["explanation"]
 
 
 def test_dashboard_500_fails_like_curl_f(http_server):
@@ -307,10 +423,11 @@ def test_probes_run_in_parallel_under_one_deadline(closed_port, silent_server):
     result = smoke.run_probes({
         "api_key": API_KEY, "api_url": f"http://127.0.0.1:{closed_port}",
         "dashboard_url": f"http://127.0.0.1:{closed_port}", "db_host": "127.0.0.1",
-        "db_port": silent_server.server_address[1], "timeout": 1.0, "interval": 0.2, "request_timeout": 0.4,
+        "db_port": silent_server.server_address[1], "db_password": "unused-pw-4f2a",
+        "timeout": 1.0, "interval": 0.2, "request_timeout": 0.4,
     })
     assert not result["ok"]
-    assert result["summary"].startswith("smoke: 0/4 probes passed")
+    assert result["summary"].startswith("smoke: 0/5 probes passed")
     lines = result["message"].splitlines()
     assert lines[0] == result["summary"]
     assert [line.split(":", 1)[0] for line in lines[1:]] == list(smoke.PROBES)

@@ -81,8 +81,8 @@ def test_rest_error_names_the_postgrest_code():
 
 
 def test_final_causes_are_the_ones_waiting_cannot_change():
-    assert {"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error"} == set(
-        smoke.FINAL_CAUSES)
+    assert {"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
+            "postgres_login_failed"} == set(smoke.FINAL_CAUSES)
     assert smoke.Outcome(False, 401, "x", "key_mismatch").final
     assert not smoke.Outcome(False, 502, "x", "upstream_down").final
 
@@ -91,7 +91,8 @@ def test_final_causes_are_the_ones_waiting_cannot_change():
 CONTEXT = {
     "api_url": "http://127.0.0.1:54321", "gateway_port": 54321, "config_path": "/functions/v1/config",
     "db_host": "127.0.0.1", "db_port": 54322, "dashboard_url": "http://127.0.0.1:3000", "missing": "m",
-    "status": 502, "url": "u", "code": "",
+    "status": 502, "url": "u", "code": "", "auth_path": "/auth/v1/health", "db_user": "postgres",
+    "hops": "", "reason": "r",
 }
 
 
@@ -233,7 +234,7 @@ def test_startup_message_constant_is_protocol_3_0():
 
 # ------------------------------------------------------------------- validate
 def _params(**over):
-    base = {**smoke.DEFAULTS, "api_key": "pk_test_local", "probes": list(smoke.PROBES)}
+    base = {**smoke.DEFAULTS, "api_key": "pk_test_local", "db_password": "pw-local", "probes": list(smoke.PROBES)}
     base.update(over)
     return base
 
@@ -263,6 +264,17 @@ def test_bad_parameters_are_named(over, needle):
 
 def test_api_key_not_needed_without_suite_config():
     assert smoke.validate(_params(api_key=None, probes=["gateway", "postgres"])) == []
+
+
+def test_the_postgres_probe_needs_the_password():
+    errors = smoke.validate(_params(db_password=None))
+    assert any("db_password is required when the postgres probe runs" in e for e in errors), errors
+    assert smoke.validate(_params(db_password=None, probes=["suite_config", "gateway", "auth", "dashboard"])) == []
+
+
+def test_the_default_probe_set_is_all_five_with_suite_config():
+    assert smoke.PROBES == ("suite_config", "gateway", "auth", "postgres", "dashboard")
+    assert "suite_config" in smoke.REQUIRED_PROBES
 
 
 def test_run_probes_refuses_bad_parameters():
