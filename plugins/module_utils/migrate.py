@@ -362,6 +362,24 @@ def describe_path(path: str) -> str:
     return f"'{path}'"
 
 
+def migration_file_names(names) -> list[str]:
+    """The migration files among directory entries ``names``, in the order they apply.
+
+    ``*.sql`` files, hidden ones (``.x.sql``, editor and sync leftovers) excluded, sorted by their
+    bytes. The one definition of "the release's migrations": the engine applies these, and
+    ``paycraft_converged`` compares these with the ledger.
+    """
+    return sorted(
+        (n for n in names if n.endswith(".sql") and not n.startswith(".")),
+        key=lambda n: n.encode("utf-8", "surrogateescape"),
+    )
+
+
+def migration_version(name: str) -> str:
+    """The ledger version of a migration file name (the name without ``.sql``)."""
+    return name[: -len(".sql")]
+
+
 def load_migrations(migrations_dir: str) -> list[Migration]:
     """Every ``*.sql`` file of ``migrations_dir`` in lexical (byte) order, with its checksum.
 
@@ -377,10 +395,7 @@ def load_migrations(migrations_dir: str) -> list[Migration]:
         raise MigrateError(f"migrations directory '{migrations_dir}' does not exist; refusing to report '0 applied'.")
     if not os.path.isdir(migrations_dir):
         raise MigrateError(f"migrations directory {describe_path(migrations_dir)} is not a directory.")
-    names = sorted(
-        (n for n in os.listdir(migrations_dir) if n.endswith(".sql") and not n.startswith(".")),
-        key=lambda n: n.encode("utf-8", "surrogateescape"),
-    )
+    names = migration_file_names(os.listdir(migrations_dir))
     if not names:
         raise MigrateError(
             f"migrations directory {describe_path(migrations_dir)} contains no *.sql files; "
@@ -403,7 +418,7 @@ def load_migrations(migrations_dir: str) -> list[Migration]:
         first = text.split("\n", 1)[0].strip()
         out.append(
             Migration(
-                version=name[: -len(".sql")],
+                version=migration_version(name),
                 path=path,
                 checksum=hashlib.sha256(raw).hexdigest(),
                 sql=text,

@@ -12,9 +12,12 @@ short_description: Tell whether a PayCraft host is exactly as the last successfu
 version_added: 0.1.0
 description:
   - Reads in one pass what a full C(site.yml) run converges - the checkout (at O(version), no changed
-    tracked files), the env file and the compose override (content, mode, owner), every container of
-    the compose project (the configuration hash compose wants against the one it was created with, its
-    image, running and healthy), and the migration ledger against the migration files and their checksums.
+    tracked files), the files the roles manage outside git's view (O(env_file), O(override_file) and
+    O(license_file) by content, mode and owner; O(env_link) must be a link to O(env_file)), every container
+    of the compose project (the configuration hash compose wants against the one it was created with, its
+    id, a digest of its environment, its image, running and healthy), and the migration ledger's content
+    (versions, checksums, when each was applied, the database's system identifier) against the migration
+    files (the same files the migration engine applies; hidden C(.*.sql) files are not migrations).
   - With O(state=check) it compares that with the record written by the last successful full run and
     with O(inputs), a digest of the run's inputs. C(converged) is true only when everything is
     unchanged and nothing is wrong; otherwise C(reasons) says why a full run is needed.
@@ -74,10 +77,23 @@ options:
     description: The compose override the stack role writes.
     type: path
     required: true
+  env_link:
+    description:
+      - The C(.env) link in the compose project directory, which must point at O(env_file).
+        Empty when the link is not managed.
+    type: path
+  license_file:
+    description: The Enterprise licence file, when one is installed. Empty when none is managed.
+    type: path
   migrations_dir:
     description: The release's migrations.
     type: path
     required: true
+  ledger_table:
+    description:
+      - The migration ledger, C(table) or C(schema.table), as P(paycraft.selfhost.paycraft_migrate#module) uses it.
+    type: str
+    default: _paycraft_migrations
 extends_documentation_fragment:
   - paycraft.selfhost.postgres
 requirements:
@@ -153,7 +169,10 @@ def main():
             compose_files=dict(type="list", elements="str", required=True),
             env_file=dict(type="path", required=True),
             override_file=dict(type="path", required=True),
+            env_link=dict(type="path"),
+            license_file=dict(type="path"),
             migrations_dir=dict(type="path", required=True),
+            ledger_table=dict(type="str", default="_paycraft_migrations"),
         )
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
