@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
 
@@ -39,7 +38,6 @@ def test_the_smoke_roles_default_is_every_probe_the_module_knows():
 
 
 def test_the_fast_path_runs_the_auth_probe():
-    if "auth" not in smoke.PROBES:
-        pytest.xfail("the auth probe arrives with the soundness-smoke branch (issue 18)")
+    assert "auth" in smoke.PROBES
     defaults = yaml.safe_load((REPO / "roles" / "smoke" / "defaults" / "main.yml").read_text())
     assert "auth" in defaults["paycraft_smoke_probes"]
