@@ -19,6 +19,12 @@ export ANSIBLE_COLLECTIONS_PATH="$VENV/collections"
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# Tests converge on disposable hosts only; this proves it: a PayCraft install on
+# this machine (the demo's, an operator's) is recorded now and must be exactly
+# the same after every test and scenario.
+install_state=$(mktemp)
+python3 scripts/install-state.py record "$install_state"
+
 step "ruff"
 ruff check .
 
@@ -40,10 +46,17 @@ fi
 [ "$rc" = 0 ] || exit "$rc"
 
 if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then
+  bash tests/hosts/build.sh
   for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort); do
     step "molecule test -s $scenario"
+    started=$SECONDS
     molecule test -s "$scenario"
+    printf 'molecule %s: %ds\n' "$scenario" "$((SECONDS - started))"
   done
 fi
+
+step "this machine's own PayCraft install"
+python3 scripts/install-state.py check "$install_state"
+rm -f "$install_state"
 echo
 echo "all tests passed"
