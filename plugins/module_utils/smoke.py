@@ -158,7 +158,7 @@ CAUSES = {
         ),
     },
     "gateway_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The gateway answers with a server error",
         "explanation": (
             "{api_url}/ answered {status}: something answers HTTP there but fails. Kong itself answers an "
@@ -168,7 +168,7 @@ CAUSES = {
         "next": ("docker compose ps", "docker logs paycraft_kong", "curl -sS -i {api_url}/ | head -c 400"),
     },
     "not_kong": {
-        "runbook": False,
+        "runbook": "runbook section 7, 'Port already in use'",
         "heading": "Something other than Kong answers on the gateway port",
         "explanation": (
             "{api_url}/ answered {status}, not Kong's 404 {{\"message\":\"no Route matched with those "
@@ -178,7 +178,7 @@ CAUSES = {
         "next": ("lsof -iTCP:{gateway_port} -sTCP:LISTEN -n -P", "docker compose ps", "docker logs paycraft_kong"),
     },
     "auth_down": {
-        "runbook": False,
+        "runbook": None,
         "heading": "GoTrue (auth) does not answer behind the gateway",
         "explanation": (
             "{api_url}{auth_path} answered {status}: Kong routes /auth/v1/ to auth:9999 and nothing answers "
@@ -188,7 +188,7 @@ CAUSES = {
         "next": ("docker compose ps auth", "docker logs paycraft_auth --tail 100"),
     },
     "auth_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "GoTrue (auth) answers, but not its health document",
         "explanation": (
             "{api_url}{auth_path} answered {status} without GoTrue's health document "
@@ -271,13 +271,14 @@ CAUSES = {
         "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
     },
     "postgres_login_failed": {
-        "runbook": True,
-        "heading": "Postgres container exits during boot",
+        "runbook": "runbook section 7, 'Postgres container exits during boot'",
+        "heading": "Postgres refuses the login with the env file's password",
         "explanation": (
             "Postgres answers on {db_host}:{db_port} but refuses the login as {db_user} with the password "
-            "of the env file (FATAL: password authentication failed). PAYCRAFT_DB_PASSWORD changed after the "
-            "volume was created: Postgres bakes the password into the initdb-time bytes, so rotating it "
-            "requires recreating the volume (this destroys all subscriptions data; take a backup first)."
+            "of the env file (password authentication failed). Most likely PAYCRAFT_DB_PASSWORD was changed "
+            "after the database volume was created: the password is set once, when the volume is initialised. "
+            "Put the old password back in the env file, or take a backup and recreate the volume, which "
+            "deletes every row in it."
         ),
         "next": (
             "docker logs paycraft_db --tail 50",
@@ -288,7 +289,7 @@ CAUSES = {
         ),
     },
     "postgres_query_failed": {
-        "runbook": False,
+        "runbook": None,
         "heading": "Postgres accepts the login but cannot run a query",
         "explanation": "Logged in on {db_host}:{db_port} as {db_user}, but SELECT 1 failed: {reason}.",
         "next": ("docker logs paycraft_db --tail 50", "docker exec paycraft_db psql -U postgres -c 'SELECT 1'"),

@@ -210,7 +210,7 @@ def test_each_kind_of_drift_forces_a_full_run_that_repairs_it(docker_engine, pg_
         "checkout": str(checkout), "version": "v2.0.0", "project_dir": str(pdir), "compose_project": project,
         "compose_files": ["docker-compose.yaml", str(override)], "env_file": str(env_file),
         "override_file": str(override), "env_link": str(link), "license_file": "",
-        "migrations_dir": str(mdir), "db": pg_db, "inputs": "in-1",
+        "migrations_dir": str(mdir), "db": pg_db, "inputs": "in-1", "runner": module_runner(60),
     }
     compose = ["docker", "compose", "-p", project, "--project-directory", str(pdir), "--env-file", str(env_file),
                "-f", "docker-compose.yaml", "-f", str(override)]

@@ -89,7 +89,8 @@ BROKEN = {
                      "Edge function returns 404 for /functions/v1/config"),
     "gateway": (RootBadGateway, Dashboard, False, "gateway_error", "The gateway answers with a server error"),
     "auth": (AuthDown, Dashboard, False, "auth_down", "GoTrue (auth) does not answer behind the gateway"),
-    "postgres": (Stack, Dashboard, True, "postgres_login_failed", "Postgres container exits during boot"),
+    "postgres": (Stack, Dashboard, True, "postgres_login_failed",
+                 "Postgres refuses the login with the env file's password"),
     "dashboard": (Stack, DashboardRedirect, False, "dashboard_error", "The dashboard answers with an error"),
 }
 
@@ -328,7 +329,8 @@ def test_postgres_wrong_password_fails_with_the_runbook_entry(pg):
     assert not probe["ok"]
     assert probe["status"] == "login refused"
     assert "password authentication failed" in probe["detail"]
-    assert probe["cause"] == "Postgres container exits during boot" and probe["runbook"] is True
+    assert probe["cause"] == "Postgres refuses the login with the env file's password"
+    assert probe["runbook"] == "runbook section 7, 'Postgres container exits during boot'"
     assert probe["attempts"] == 1  # a password does not fix itself
     assert "wrong-password-7e1d" not in repr(probe)
 

@@ -7,6 +7,7 @@ psycopg2 lazily) and the code that used 3.10+/3.11+ features runs there.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from paycraft_testlib import REPO, cpython
@@ -35,9 +36,14 @@ print(json.dumps({
 """
 
 
-def test_module_utils_load_and_run_on_python_3_9():
+def test_module_utils_load_and_run_on_python_3_9(tmp_path):
     python, _ = cpython(9)
-    run = subprocess.run([python, "-c", SCRIPT, *map(str, MODULE_UTILS)], capture_output=True, text=True, check=False)
+    # module_utils import each other by their collection path, as Ansible ships them to a host
+    (tmp_path / "ansible_collections" / "paycraft").mkdir(parents=True)
+    (tmp_path / "ansible_collections" / "paycraft" / "selfhost").symlink_to(REPO)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run([python, "-c", SCRIPT, *map(str, MODULE_UTILS)], capture_output=True, text=True,
+                         check=False, env=env)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["python"] == [3, 9]

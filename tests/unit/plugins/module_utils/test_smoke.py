@@ -116,8 +116,8 @@ RUNBOOK_REF = re.compile(r"^runbook section (?P<section>[1-9]), '[^']+'( and '[^
 # Runbook sections the table may name: 5 SDK wiring, 6 Smoke test, 7 Troubleshooting.
 SECTIONS = {"5", "6", "7"}
 # Causes that come from the runbook's Troubleshooting entries (section 7).
-TROUBLESHOOTING = {"function_not_found", "key_mismatch", "gateway_down", "postgres_no_response",
-                   "postgres_rejecting", "dashboard_down"}
+TROUBLESHOOTING = {"function_not_found", "key_mismatch", "gateway_down", "not_kong", "postgres_no_response",
+                   "postgres_login_failed", "postgres_rejecting", "dashboard_down"}
 
 
 def _compose():
