@@ -525,14 +525,20 @@ def classify_config_answer(status, body_text):
 
 
 # --------------------------------------------------------------------- probes
-def probe_suite_config(params, timeout):
-    api_key = params.get("api_key")
-    anon_key = params.get("anon_key")
-    url = suite_config_url(params["api_url"], params["config_path"], api_key)
+def _json_headers(anon_key):
+    """What the SDK sends through the gateway: JSON, and the anon key as apikey and bearer token."""
     headers = {"Accept": "application/json"}
     if anon_key:
         headers["apikey"] = anon_key
         headers["Authorization"] = f"Bearer {anon_key}"
+    return headers
+
+
+def probe_suite_config(params, timeout):
+    api_key = params.get("api_key")
+    anon_key = params.get("anon_key")
+    url = suite_config_url(params["api_url"], params["config_path"], api_key)
+    headers = _json_headers(anon_key)
     try:
         answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
     except NoAnswer as exc:
@@ -585,10 +591,7 @@ def probe_auth(params, timeout):
     """GoTrue's ``GET /health`` through the gateway's /auth/v1/ route: 200 with its health document."""
     url = params["api_url"].rstrip("/") + params.get("auth_path", DEFAULTS["auth_path"])
     anon_key = params.get("anon_key")
-    headers = {"Accept": "application/json"}
-    if anon_key:
-        headers["apikey"] = anon_key
-        headers["Authorization"] = f"Bearer {anon_key}"
+    headers = _json_headers(anon_key)
     try:
         answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
     except NoAnswer as exc:
