@@ -337,8 +337,10 @@ def check(params: dict, state: dict | None, probe: Probe | None = None) -> dict:
             reasons.append("the record was written by another version of the collection")
         elif state.get("inputs") != params["inputs"]:
             reasons.append("the inventory variables or the collection's code changed")
-        elif not problems:
-            reasons.extend(drift(state.get("live") or {}, live))
+        else:
+            # what differs from the record says why, even where a live problem already forces a full run
+            # (an edited override also changes the configuration compose wants for a service)
+            reasons.extend(r for r in drift(state.get("live") or {}, live) if r not in reasons)
     return {"converged": not reasons, "reasons": reasons, "problems": problems, "live": live}
 
 
