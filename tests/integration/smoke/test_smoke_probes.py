@@ -86,7 +86,7 @@ def test_healthy_stack_passes_all_five_probes(http_server, pg):
 BROKEN = {
     # component: (gateway handler, dashboard handler, postgres password is wrong, cause id, runbook heading)
     "suite_config": (FunctionNotFound, Dashboard, False, "function_not_found",
-                     "Edge function returns 404 for /functions/v1/config"),
+                     "The edge runtime has no config function to serve"),
     "gateway": (RootBadGateway, Dashboard, False, "gateway_error", "The gateway answers with a server error"),
     "auth": (AuthDown, Dashboard, False, "auth_down", "GoTrue (auth) does not answer behind the gateway"),
     "postgres": (Stack, Dashboard, True, "postgres_login_failed",
