@@ -41,6 +41,13 @@ lint_home=$(mktemp -d)
 HOME=$lint_home ansible-lint --profile production --offline
 rm -rf "$lint_home"
 
+step "test hosts, reference images and the reference release (cached after the first run)"
+# the integration tests and Molecule start disposable hosts from these images and
+# clone the reference release from reference/build/paycraft.git
+bash tests/hosts/build.sh
+bash reference/build-images.sh
+bash reference/make-release.sh >/dev/null
+
 step "pytest"
 # --junitxml lets us verify below that tests really ran: a strict run fails on a
 # skipped test (named, with its reason) and on a run where no test ran.
@@ -56,7 +63,6 @@ python3 scripts/check_junit.py "$junit"
 rm -f "$junit"
 
 if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then
-  bash tests/hosts/build.sh
   for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort); do
     step "molecule test -s $scenario"
     started=$SECONDS
