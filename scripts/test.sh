@@ -28,6 +28,12 @@ python3 scripts/install-state.py record "$install_state"
 step "ruff"
 ruff check .
 
+step "vermin (plugins/ run on the managed hosts' Python 3.9+)"
+vermin -t=3.9- --violations --eval-annotations --no-tips plugins/
+
+step "antsibull-docs (module and role documentation)"
+antsibull-docs lint-collection-docs --plugin-docs "$VENV/collections/ansible_collections/paycraft/selfhost"
+
 step "ansible-lint (production profile)"
 # ansible-lint installs the collection under $HOME/.ansible/collections; a stale
 # copy there would shadow this checkout later, so it gets a throw-away HOME.
@@ -35,18 +41,28 @@ lint_home=$(mktemp -d)
 HOME=$lint_home ansible-lint --profile production --offline
 rm -rf "$lint_home"
 
+step "test hosts, reference images and the reference release (cached after the first run)"
+# the integration tests and Molecule start disposable hosts from these images and
+# clone the reference release from reference/build/paycraft.git
+bash tests/hosts/build.sh
+bash reference/build-images.sh
+bash reference/make-release.sh >/dev/null
+
 step "pytest"
-# --junitxml lets us verify below that tests really ran
+# --junitxml lets us verify below that tests really ran: a strict run fails on a
+# skipped test (named, with its reason) and on a run where no test ran.
 rc=0
-pytest -p no:cacheprovider --junitxml="${TMPDIR:-/tmp}/paycraft-pytest.xml" "$@" || rc=$?
+junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
+pytest -p no:cacheprovider --junitxml="$junit" "$@" || rc=$?
 if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1
 fi
 [ "$rc" = 0 ] || exit "$rc"
+python3 scripts/check_junit.py "$junit"
+rm -f "$junit"
 
 if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then
-  bash tests/hosts/build.sh
   for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort); do
     step "molecule test -s $scenario"
     started=$SECONDS

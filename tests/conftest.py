@@ -6,6 +6,9 @@
   (initdb in a temp dir, a free port on 127.0.0.1, stopped at the end).
 * ``pg_db``: a fresh, empty database on that cluster for one test.
 * ``docker_engine``: a running Docker engine with Compose v2.
+* ``dind_host``: a disposable Docker engine (a Docker-in-Docker host container,
+  tests/paycraft_dind.py) for tests that need PayCraft's production names;
+  removed with everything in it at the end of the session.
 
 Helpers (``missing``, ``free_port``, ``wait_for``) live in paycraft_testlib.py.
 Missing prerequisites skip a test with the reason "not installed: ...",
@@ -146,3 +149,19 @@ def docker_engine() -> str:
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         missing("Docker Compose v2 plugin")
     return info.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def dind_host(tmp_path_factory, docker_engine):
+    """A Docker-in-Docker host with its own engine, for the whole session.
+
+    Drive it with ``dind_host.docker(...)`` or ``env=dind_host.env()`` (DOCKER_HOST);
+    its ports 54321/54322/3000 are ``dind_host.url(port)`` on the controller. The
+    session's basetemp is mounted at the same path inside, for compose bind mounts.
+    Never the controller's engine: the demo's or an operator's install lives there.
+    """
+    from paycraft_dind import DindHost, prerequisites
+
+    prerequisites()
+    with DindHost(tmp_path_factory.getbasetemp()) as host:
+        yield host

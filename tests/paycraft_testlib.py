@@ -7,7 +7,9 @@ so every test module can import this one.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,8 +17,6 @@ import pytest
 
 STRICT = os.environ.get("PAYCRAFT_STRICT") == "1"
 REPO = Path(__file__).resolve().parent.parent
-# The runbook we automate: ../shared beside the checkout (as on the developers' machines and in CI).
-RUNBOOK = Path(os.environ.get("PAYCRAFT_RUNBOOK", REPO.parent / "shared" / "reference" / "selfhost-runbook.txt"))
 
 
 def missing(what: str) -> None:
@@ -46,3 +46,33 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
             last_exc = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from last_exc
+
+
+def cpython(minor: int) -> tuple[str, str]:
+    """(path, version) of a real CPython 3.<minor> on this machine, standing for a managed host's Python.
+
+    pyenv's versions (the python machines have 3.6 to 3.13) come first, then ``python3.<minor>`` on PATH;
+    a candidate counts only when it runs (a pyenv shim without that version does not).
+    """
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [str(p) for p in sorted(pyenv.glob(f"3.{minor}.*/bin/python3.{minor}"))]
+    candidates += [w for w in [shutil.which(f"python3.{minor}")] if w]
+    for candidate in candidates:
+        code = "import platform, sys; print(platform.python_version(), sys.executable)"
+        run = subprocess.run([candidate, "-c", code], capture_output=True, text=True, check=False)
+        if run.returncode == 0 and run.stdout.startswith(f"3.{minor}."):
+            version, executable = run.stdout.split()
+            return executable, version
+    missing(f"python3.{minor} (a second interpreter, standing for a managed host's Python)")
+    raise AssertionError("unreachable")  # missing() skips or fails
+
+
+def module_runner(timeout: float = 30.0):
+    """The modules' command runner (module_utils/_cli.py) on a real AnsibleModule, for library tests."""
+    from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.testing import patch_module_args
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import _cli
+
+    with patch_module_args({}):
+        module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    return _cli.module_runner(module, timeout)

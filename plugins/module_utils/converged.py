@@ -5,8 +5,11 @@
 
 site.yml re-runs cost many module executions even when nothing is to be done.
 This library reads, in one pass, everything a full run would converge -- the
-checkout, the env file, the compose override, every container's compose config
-hash, image and health, and the migration ledger -- and compares it with the
+checkout, the files the roles manage outside git's view (the env file, the
+``.env`` link in the checkout, the compose override, the licence file), every
+container's compose config hash, environment, image and health, and the
+migration ledger's content (versions, checksums, when each was applied, and the
+database's system identifier) -- and compares it with the
 fingerprint recorded at the end of the last successful full run, together with
 a digest of the run's inputs (the inventory's ``paycraft_*`` variables and the
 collection's code). When all of it is unchanged, nothing a full run does would
@@ -22,31 +25,51 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-STATE_VERSION = 1
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres
+from ansible_collections.paycraft.selfhost.plugins.module_utils.migrate import (
+    DEFAULT_LEDGER,
+    MigrateError,
+    migration_file_names,
+    migration_version,
+    parse_ledger_name,
+)
+
+# 2: managed files outside git's view, the ledger's content, containers' ids and environment
+STATE_VERSION = 2
+
+# what each part of the fingerprint is, for the reasons of a full run
+PART_NAMES = {
+    "checkout": "the checkout",
+    "files": "the managed files",
+    "stack": "the containers",
+    "migrations": "the migration files",
+    "ledger": "the migration ledger",
+}
 
 
 class Probe:
     """Collects the live fingerprint and what could not be read."""
 
-    def __init__(self, docker: str = "docker", git: str = "git", timeout: int = 30):
+    def __init__(self, docker: str = "docker", git: str = "git", timeout: int = 30, runner=None):
         self.docker = docker
         self.git = git
         self.timeout = timeout
+        self.runner = runner  # module_utils/_cli.py: runner(argv, cwd, timeout) -> (rc, stdout, stderr)
         self.problems: list[str] = []
 
     def run(self, argv: list[str], cwd: str | None = None) -> str | None:
-        try:
-            res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=self.timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self.problems.append(f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: {exc}")
+        if self.runner is None:
+            raise RuntimeError("converged.Probe needs a command runner (module_utils/_cli.module_runner)")
+        rc, out, err = self.runner(argv, cwd=cwd, timeout=self.timeout)
+        if rc in (124, 126, 127):
+            self.problems.append(f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: {err.strip()[:200]}")
             return None
-        if res.returncode != 0:
-            self.problems.append(f"{' '.join(argv[:3])} failed: {(res.stderr or res.stdout).strip()[:200]}")
+        if rc != 0:
+            self.problems.append(f"{' '.join(argv[:3])} failed: {(err or out).strip()[:200]}")
             return None
-        return res.stdout
+        return out
 
 
 def file_fingerprint(path: str) -> dict | None:
@@ -58,6 +81,17 @@ def file_fingerprint(path: str) -> dict | None:
     except OSError:
         return None
     return {"sha256": digest, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid}
+
+
+def link_fingerprint(path: str) -> dict | None:
+    """What ``path`` itself is (not what it points at): a link and its target, or a file (None when absent)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return {"link": os.readlink(path)}
+    return {"link": None, **(file_fingerprint(path) or {})}
 
 
 def checkout_fingerprint(probe: Probe, checkout: str, version: str) -> dict:
@@ -72,34 +106,66 @@ def checkout_fingerprint(probe: Probe, checkout: str, version: str) -> dict:
 
 
 def migrations_fingerprint(migrations_dir: str) -> dict[str, str] | None:
-    """version -> sha256 of every *.sql file (None when the directory cannot be read)."""
+    """version -> sha256 of every migration file, the same files as the engine applies (None when unreadable)."""
     try:
-        names = sorted(n for n in os.listdir(migrations_dir) if n.endswith(".sql"))
+        names = migration_file_names(os.listdir(migrations_dir))
     except OSError:
         return None
     out = {}
     for name in names:
-        with open(os.path.join(migrations_dir, name), "rb") as fh:
-            out[name[: -len(".sql")]] = hashlib.sha256(fh.read()).hexdigest()
+        try:
+            with open(os.path.join(migrations_dir, name), "rb") as fh:
+                out[migration_version(name)] = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            return None
     return out
 
 
-def ledger_fingerprint(conn_params: dict, ledger: str = "public._paycraft_migrations") -> dict[str, str | None] | str:
-    """version -> recorded checksum, or an error string."""
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def ledger_fingerprint(conn_params: dict, ledger: str = DEFAULT_LEDGER) -> dict | str:
+    """The ledger's content, or an error string.
+
+    ``{"rows": {version: {"checksum", "applied_at"}}, "system_identifier": ...}``. The rows of a ledger
+    written by the runbook's bash script (no checksum column) read with checksum None. The system
+    identifier changes when the database is initialised again (a reset volume), even when the same
+    migrations are then applied by hand.
+    """
     try:
-        import psycopg2
-    except ImportError:
-        return "psycopg2 is not installed"
+        schema, table = parse_ledger_name(ledger)
+    except MigrateError as exc:
+        return str(exc)
+    qualified = '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
     try:
-        conn = psycopg2.connect(connect_timeout=5, application_name="paycraft_converged", **conn_params)
-    except Exception as exc:
-        return f"cannot connect to Postgres: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+        conn = _postgres.connect(conn_params, "paycraft_converged", connect_timeout=5)
+    except _postgres.PostgresError as exc:
+        return f"cannot connect to Postgres: {exc.reason or exc.message}"
     try:
         with conn.cursor() as cur:
-            cur.execute(f"SELECT version, checksum FROM {ledger}")
-            return {v: c for v, c in cur.fetchall()}
+            cur.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (f"{schema}.{table}",),
+            )
+            columns = {r[0] for r in cur.fetchall()}
+            if not columns:
+                return f"cannot read the ledger: {schema}.{table} does not exist"
+            checksum = "checksum" if "checksum" in columns else "NULL"
+            cur.execute(f"SELECT version, {checksum}, applied_at FROM {qualified}")
+            rows = {
+                v: {"checksum": c, "applied_at": a.isoformat() if hasattr(a, "isoformat") else a}
+                for v, c, a in cur.fetchall()
+            }
+            try:
+                cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+                system_identifier = cur.fetchone()[0]
+            except Exception:
+                system_identifier = None  # not allowed for this user: the rows still tell a reset
+        return {"rows": rows, "system_identifier": system_identifier}
     except Exception as exc:
-        return f"cannot read the ledger: {str(exc).strip().splitlines()[0]}"
+        return f"cannot read the ledger: {_first_line(exc)}"
     finally:
         conn.close()
 
@@ -125,7 +191,11 @@ def stack_fingerprint(probe: Probe, project: str, project_dir: str, files: list[
             labels = c.get("Config", {}).get("Labels") or {}
             service = labels.get("com.docker.compose.service", "")
             health = (c.get("State", {}).get("Health") or {}).get("Status")
+            env = sorted(c.get("Config", {}).get("Env") or [])
             containers[service] = {
+                "id": c.get("Id", ""),
+                # a digest only: the environment holds the secrets
+                "env": hashlib.sha256("\0".join(env).encode()).hexdigest(),
                 "config_hash": labels.get("com.docker.compose.config-hash", ""),
                 "image_id": c.get("Image", ""),
                 "image": c.get("Config", {}).get("Image", ""),
@@ -138,13 +208,22 @@ def stack_fingerprint(probe: Probe, project: str, project_dir: str, files: list[
         raw = probe.run([probe.docker, "image", "inspect", "--format", "{{.Id}}", *images])
         if raw is None:
             return None
-        image_ids = dict(zip(images, raw.split(), strict=False))
+        image_ids = dict(zip(images, raw.split()))  # Python 3.9: no zip(strict=)
     return {"wanted": wanted, "containers": containers, "image_ids": image_ids}
+
+
+def managed_files(params: dict) -> dict[str, str]:
+    """The files the roles manage outside git's view: part name -> path (empty paths are not managed)."""
+    return {
+        key: params[key]
+        for key in ("env_file", "override_file", "env_link", "license_file")
+        if params.get(key)
+    }
 
 
 def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, list[str]]:
     """Everything a full run converges, read now; and the problems that make it "not converged"."""
-    probe = probe or Probe(docker=params.get("docker_cli") or "docker")
+    probe = probe or Probe(docker=params.get("docker_cli") or "docker", runner=params.get("runner"))
     problems: list[str] = []
     live: dict = {}
 
@@ -153,7 +232,7 @@ def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, li
         f_checkout = pool.submit(checkout_fingerprint, probe, params["checkout"], params["version"])
         f_stack = pool.submit(stack_fingerprint, probe, params["compose_project"], params["project_dir"],
                               params["compose_files"], params["env_file"])
-        f_ledger = pool.submit(ledger_fingerprint, params["db"])
+        f_ledger = pool.submit(ledger_fingerprint, params["db"], params.get("ledger_table") or DEFAULT_LEDGER)
         f_files = pool.submit(migrations_fingerprint, params["migrations_dir"])
 
     live["checkout"] = f_checkout.result()
@@ -162,10 +241,16 @@ def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, li
     if not live["checkout"]["clean"]:
         problems.append(f"tracked files of {params['checkout']} changed")
 
-    for key in ("env_file", "override_file"):
-        live[key] = file_fingerprint(params[key])
-        if live[key] is None:
-            problems.append(f"{params[key]} is missing")
+    # managed files outside git's view: the link is looked at itself, the others through links
+    files: dict = {}
+    for key, path in managed_files(params).items():
+        files[key] = link_fingerprint(path) if key == "env_link" else file_fingerprint(path)
+        if files[key] is None:
+            problems.append(f"{path} is missing")
+    if params.get("env_link") and files.get("env_link") is not None:
+        if files["env_link"].get("link") != params["env_file"]:
+            problems.append(f"{params['env_link']} is not a link to {params['env_file']}")
+    live["files"] = files
 
     stack = f_stack.result()
     live["stack"] = stack
@@ -183,23 +268,58 @@ def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, li
             elif stack["image_ids"].get(c["image"]) != c["image_id"]:
                 problems.append(f"service {service}: image {c['image']} changed since the container was created")
 
-    files = f_files.result()
+    migrations = f_files.result()
     ledger = f_ledger.result()
-    live["migrations"] = files
-    if files is None:
+    live["migrations"] = migrations
+    live["ledger"] = ledger if isinstance(ledger, dict) else None
+    if migrations is None:
         problems.append(f"cannot read {params['migrations_dir']}")
     elif isinstance(ledger, str):
         problems.append(ledger)
     else:
-        pending = sorted(set(files) - set(ledger))
-        edited = sorted(v for v, c in ledger.items() if v in files and c is not None and c != files[v])
+        rows = ledger["rows"]
+        pending = sorted(set(migrations) - set(rows))
+        edited = sorted(v for v, r in rows.items()
+                        if v in migrations and r["checksum"] is not None and r["checksum"] != migrations[v])
+        unchecked = sorted(v for v, r in rows.items() if v in migrations and r["checksum"] is None)
         if pending:
             problems.append(f"{len(pending)} migration(s) not applied ({pending[0]}...)")
         if edited:
             problems.append(f"applied migration(s) edited: {', '.join(edited)}")
+        if unchecked:
+            problems.append(f"{len(unchecked)} ledger row(s) without a checksum (applied by hand?): {unchecked[0]}...")
 
     problems.extend(probe.problems)
     return live, problems
+
+
+def drift(old: dict, new: dict) -> list[str]:
+    """What differs between the recorded and the live fingerprint, one reason per part."""
+    out = []
+    for part in sorted(set(old) | set(new)):
+        a, b = old.get(part), new.get(part)
+        if a == b:
+            continue
+        name = PART_NAMES.get(part, part)
+        if part == "files" and isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    out.append(f"{key.replace('_', ' ')} changed since the last successful run")
+        elif part == "ledger" and isinstance(a, dict) and isinstance(b, dict):
+            if a.get("system_identifier") != b.get("system_identifier"):
+                out.append("the database was initialised again since the last successful run (a reset?)")
+            if a.get("rows") != b.get("rows"):
+                out.append("the migration ledger changed since the last successful run")
+        elif part == "stack" and isinstance(a, dict) and isinstance(b, dict):
+            ca, cb = a.get("containers") or {}, b.get("containers") or {}
+            changed = sorted(s for s in set(ca) | set(cb) if ca.get(s) != cb.get(s))
+            if changed:
+                out.append(f"container(s) {', '.join(changed)} changed since the last successful run")
+            if a.get("wanted") != b.get("wanted") or a.get("image_ids") != b.get("image_ids"):
+                out.append("the compose configuration or the images changed since the last successful run")
+        else:
+            out.append(f"{name} changed since the last successful run")
+    return out or (["the host changed since the last successful run"] if old != new else [])
 
 
 def check(params: dict, state: dict | None, probe: Probe | None = None) -> dict:
@@ -215,10 +335,12 @@ def check(params: dict, state: dict | None, probe: Probe | None = None) -> dict:
     else:
         if state.get("version") != STATE_VERSION:
             reasons.append("the record was written by another version of the collection")
-        if state.get("inputs") != params["inputs"]:
+        elif state.get("inputs") != params["inputs"]:
             reasons.append("the inventory variables or the collection's code changed")
-        if not problems and state.get("live") != live:
-            reasons.append("the host changed since the last successful run")
+        else:
+            # what differs from the record says why, even where a live problem already forces a full run
+            # (an edited override also changes the configuration compose wants for a service)
+            reasons.extend(r for r in drift(state.get("live") or {}, live) if r not in reasons)
     return {"converged": not reasons, "reasons": reasons, "problems": problems, "live": live}
 
 

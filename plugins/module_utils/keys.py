@@ -23,7 +23,7 @@ import json
 import re
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 # Runbook section 3, in the runbook's order.
 DB_PASSWORD = "PAYCRAFT_DB_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -51,6 +51,11 @@ SECTION3 = (
 )
 # Non-secret keys a diff may show in clear.
 PUBLIC_KEYS = (STRIPE_CLIENT_ID, API_URL, DASHBOARD_URL)
+# The one shape of the paycraft_env fact the roles read (paycraft_keys return_public, paycraft_converged
+# public_env): the values the runbook calls safe to embed in the dashboard and the SDK. No server secret
+# (database password, JWT secret, service role key, ...) is ever part of it: modules that need one read the
+# env file on the host (env_file options).
+ENV_FACT_KEYS = (ANON_KEY, API_URL, DASHBOARD_URL)
 # Values that must never be shown (in diffs, messages, logs): every other section 3 value.
 SECRET_KEYS = tuple(k for k in SECTION3 if k not in PUBLIC_KEYS)
 DEFAULTS = {API_URL: "http://localhost:54321", DASHBOARD_URL: "http://localhost:3000"}
@@ -240,7 +245,7 @@ class Plan:
 
 def _expiry_text(claims: dict) -> str:
     try:
-        return datetime.fromtimestamp(int(claims["exp"]), tz=UTC).strftime("%Y-%m-%d")
+        return datetime.fromtimestamp(int(claims["exp"]), tz=timezone.utc).strftime("%Y-%m-%d")
     except (KeyError, TypeError, ValueError, OverflowError, OSError):
         return "an unknown date"
 

@@ -33,9 +33,16 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres
+
 NO_TRANSACTION_MARKER = "-- paycraft:no-transaction"
 APPLICATION_NAME = "paycraft_migrate"
 DEFAULT_LEDGER = "_paycraft_migrations"
+# "Started" marks of files that opted out of the transaction: <ledger>_started(version, started_at, checksum,
+# started_by). A row is written (committed) before the file's first statement and removed in the transaction
+# that writes its ledger row, so a row without a ledger row is a file that died half-way. A separate table
+# keeps the ledger's shape: the runbook's bash applier reads every ledger row as "applied".
+STARTED_SUFFIX = "_started"
 OUT_OF_ORDER_POLICIES = ("fail", "warn", "apply")
 
 # Columns added in place to the runbook's ledger (all nullable: the bash
@@ -208,6 +215,32 @@ def _significant_words(text: str):
         yield text[s:e]
 
 
+def _all_words(text: str):
+    """Every bare word of ``text`` (strings, quoted identifiers, bodies and comments skipped)."""
+    for kind, s, e in _tokens(text):
+        if kind == "word":
+            yield text[s:e].upper()
+
+
+# Statements PostgreSQL refuses inside a transaction block (SQLSTATE 25001), by their first words.
+def _needs_autocommit(stmt: Statement) -> str | None:
+    """The command's name when ``stmt`` cannot run inside a transaction block, else None."""
+    kw = stmt.keywords(5)
+    if kw[:3] == ["CREATE", "INDEX", "CONCURRENTLY"] or kw[:4] == ["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY"]:
+        return "CREATE INDEX CONCURRENTLY"
+    if kw[:3] == ["DROP", "INDEX", "CONCURRENTLY"]:
+        return "DROP INDEX CONCURRENTLY"
+    if kw[:1] == ["REINDEX"] and "CONCURRENTLY" in kw:
+        return "REINDEX CONCURRENTLY"
+    if kw[:1] == ["VACUUM"]:
+        return "VACUUM"
+    if kw[:2] in (["CREATE", "DATABASE"], ["DROP", "DATABASE"], ["CREATE", "TABLESPACE"], ["DROP", "TABLESPACE"]):
+        return " ".join(kw[:2])
+    if kw[:2] == ["ALTER", "SYSTEM"]:
+        return "ALTER SYSTEM"
+    return None
+
+
 def split_statements(sql: str) -> list[Statement]:
     """Split ``sql`` into top-level statements the way psql does.
 
@@ -329,6 +362,24 @@ def describe_path(path: str) -> str:
     return f"'{path}'"
 
 
+def migration_file_names(names) -> list[str]:
+    """The migration files among directory entries ``names``, in the order they apply.
+
+    ``*.sql`` files, hidden ones (``.x.sql``, editor and sync leftovers) excluded, sorted by their
+    bytes. The one definition of "the release's migrations": the engine applies these, and
+    ``paycraft_converged`` compares these with the ledger.
+    """
+    return sorted(
+        (n for n in names if n.endswith(".sql") and not n.startswith(".")),
+        key=lambda n: n.encode("utf-8", "surrogateescape"),
+    )
+
+
+def migration_version(name: str) -> str:
+    """The ledger version of a migration file name (the name without ``.sql``)."""
+    return name[: -len(".sql")]
+
+
 def load_migrations(migrations_dir: str) -> list[Migration]:
     """Every ``*.sql`` file of ``migrations_dir`` in lexical (byte) order, with its checksum.
 
@@ -344,10 +395,7 @@ def load_migrations(migrations_dir: str) -> list[Migration]:
         raise MigrateError(f"migrations directory '{migrations_dir}' does not exist; refusing to report '0 applied'.")
     if not os.path.isdir(migrations_dir):
         raise MigrateError(f"migrations directory {describe_path(migrations_dir)} is not a directory.")
-    names = sorted(
-        (n for n in os.listdir(migrations_dir) if n.endswith(".sql") and not n.startswith(".")),
-        key=lambda n: n.encode("utf-8", "surrogateescape"),
-    )
+    names = migration_file_names(os.listdir(migrations_dir))
     if not names:
         raise MigrateError(
             f"migrations directory {describe_path(migrations_dir)} contains no *.sql files; "
@@ -370,7 +418,7 @@ def load_migrations(migrations_dir: str) -> list[Migration]:
         first = text.split("\n", 1)[0].strip()
         out.append(
             Migration(
-                version=name[: -len(".sql")],
+                version=migration_version(name),
                 path=path,
                 checksum=hashlib.sha256(raw).hexdigest(),
                 sql=text,
@@ -391,7 +439,8 @@ def plan_migration(mig: Migration) -> Plan:
                 "SQL; paycraft_migrate runs plain SQL only. Inline what it does."
             )
         kw = st.keywords(4)
-        if kw[:1] == ["COPY"] and "STDIN" in [w.upper() for w in _significant_words(st.text)]:
+        # COPY t FROM stdin and COPY t (a, b) FROM stdin (pg_dump's form): the words after the column list count
+        if kw[:1] == ["COPY"] and "STDIN" in _all_words(st.text):
             raise MigrateError(
                 f"{mig.filename} line {lines.line(st.start)}: COPY ... FROM STDIN needs psql's inline data; "
                 "use INSERT statements instead."
@@ -405,6 +454,16 @@ def plan_migration(mig: Migration) -> Plan:
                     "remove the transaction control."
                 )
         return Plan(sql=mig.sql, statements=stmts)
+    for st in stmts:
+        command = _needs_autocommit(st)
+        if command:
+            raise MigrateError(
+                f"{mig.filename} line {lines.line(st.start)}: {command} cannot run inside a transaction block, "
+                f"and each migration runs in one transaction with its ledger row. Put '{NO_TRANSACTION_MARKER}' "
+                "alone on the first line of the file (it then runs statement by statement in autocommit mode; "
+                "write it idempotently, with IF NOT EXISTS), or move the statement into a file of its own "
+                "that has that marker."
+            )
     tx = [(i, st, _tx_kind(st)) for i, st in enumerate(stmts)]
     tx = [t for t in tx if t[2] is not None]
     if not tx:
@@ -440,6 +499,7 @@ class MigrationResult:
     adopted: list[str] = field(default_factory=list)
     accepted_changes: list[dict] = field(default_factory=list)
     missing_files: list[str] = field(default_factory=list)
+    interrupted: list[dict] = field(default_factory=list)
     ledger_created: bool = False
     ledger_altered: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -472,6 +532,7 @@ class MigrationResult:
             "adopted": self.adopted,
             "accepted_changes": self.accepted_changes,
             "missing_files": self.missing_files,
+            "interrupted": self.interrupted,
             "ledger_created": self.ledger_created,
             "ledger_altered": self.ledger_altered,
             "summary": self.summary,
@@ -503,26 +564,11 @@ def lock_key(schema: str, table: str) -> int:
 
 
 def connect(params: dict, connect_timeout: int = 10):
-    """Open a psycopg2 connection from keyword parameters (never a DSN on a command line)."""
-    import psycopg2
-
-    kw = {k: v for k, v in params.items() if v not in (None, "")}
-    kw.setdefault("connect_timeout", connect_timeout)
-    kw["application_name"] = APPLICATION_NAME
+    """Open an autocommit psycopg2 connection (module_utils/_postgres.py), failing with the runbook's hint."""
     try:
-        conn = psycopg2.connect(**kw)
-    except psycopg2.OperationalError as exc:
-        where = kw.get("host", "local socket")
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        pw = kw.get("password")
-        if pw:
-            reason = reason.replace(str(pw), "********")
-        raise MigrateError(
-            f"could not connect to PostgreSQL at {where} port {kw.get('port', 5432)} as "
-            f"{kw.get('user', '?')} (database {kw.get('dbname', '?')}): {reason}. {CONNECT_HINT}"
-        ) from None
-    conn.autocommit = True
-    return conn
+        return _postgres.connect(params, APPLICATION_NAME, connect_timeout)
+    except _postgres.PostgresError as exc:
+        raise MigrateError(f"{exc.message}. {CONNECT_HINT}") from None
 
 
 def _applied_by() -> str:
@@ -549,6 +595,7 @@ class Engine:
         connect_timeout: int = 10,
         check_mode: bool = False,
         progress=None,
+        rerun_interrupted: bool | list[str] | tuple[str, ...] = (),
     ):
         if out_of_order not in OUT_OF_ORDER_POLICIES:
             raise MigrateError(f"out_of_order must be one of {', '.join(OUT_OF_ORDER_POLICIES)}, not '{out_of_order}'.")
@@ -560,6 +607,8 @@ class Engine:
         self.lock_timeout = float(lock_timeout)
         self.schema, self.table = parse_ledger_name(ledger_table)
         self.ledger = f"{_quote_ident(self.schema)}.{_quote_ident(self.table)}"
+        self.started = f"{_quote_ident(self.schema)}.{_quote_ident(self.table + STARTED_SUFFIX)}"
+        self.rerun_interrupted = rerun_interrupted
         self.connect_timeout = connect_timeout
         self.check_mode = check_mode
         self.progress = progress
@@ -570,6 +619,11 @@ class Engine:
         self.result.lines.append(line)
         if self.progress:
             self.progress(line)
+
+    def _rerun_allowed(self, version: str) -> bool:
+        if isinstance(self.rerun_interrupted, bool):
+            return self.rerun_interrupted
+        return version in set(self.rerun_interrupted or ())
 
     def _change_allowed(self, version: str) -> bool:
         if isinstance(self.allow_changed, bool):
@@ -646,6 +700,81 @@ class Engine:
             cur.execute(f"SELECT version, checksum FROM {self.ledger}")
         return dict(cur.fetchall())
 
+    # -- started marks of no-transaction files
+    def _read_started(self, cur, ledger) -> dict[str, tuple]:
+        cur.execute("SELECT to_regclass(%s)", (self.started,))
+        if cur.fetchone()[0] is None:
+            return {}
+        cur.execute(f"SELECT version, started_at, checksum, started_by FROM {self.started}")
+        rows = {r[0]: r[1:] for r in cur.fetchall()}
+        finished = [v for v in rows if v in ledger]  # applied since (by the bash applier): not interrupted
+        if finished and not self.check_mode:
+            cur.execute(f"DELETE FROM {self.started} WHERE version = ANY(%s)", (finished,))
+        return {v: r for v, r in rows.items() if v not in ledger}
+
+    def _invalid_indexes(self, cur) -> list[str]:
+        cur.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname), format('%I.%I', tn.nspname, t.relname) "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace "
+            "WHERE NOT i.indisvalid ORDER BY 1"
+        )
+        return [f"{idx} ON {table}" for idx, table in cur.fetchall()]
+
+    def _check_interrupted(self, cur, started, todo, migrations) -> None:
+        """Report files that died half-way; refuse to re-run them unless rerun_interrupted names them."""
+        if not started:
+            return
+        res = self.result
+        invalid = self._invalid_indexes(cur)
+        paths = {m.version: m.path for m in migrations}
+        for version, (started_at, _checksum, started_by) in sorted(started.items()):
+            res.interrupted.append({
+                "version": version,
+                "file": paths.get(version),
+                "started_at": started_at.isoformat() if started_at else None,
+                "started_by": started_by,
+                "invalid_indexes": invalid,
+            })
+        pending = {m.version for m in todo}
+        refused = [i for i in res.interrupted if i["version"] in pending and not self._rerun_allowed(i["version"])]
+        for item in res.interrupted:
+            if item not in refused and item["version"] in pending:
+                self._say(f"re-run interrupted {item['version']} (rerun_interrupted)")
+        if not refused:
+            return
+        names = ", ".join(i["version"] for i in refused)
+        lines = "; ".join(
+            f"{i['file'] or i['version']} started at {i['started_at']} by {i['started_by'] or '?'} and never finished"
+            for i in refused
+        )
+        if invalid:
+            left = (f" INVALID index(es) left behind: {', '.join(invalid)} - drop them first "
+                    "(DROP INDEX CONCURRENTLY IF EXISTS <name>), or the file's CREATE INDEX CONCURRENTLY "
+                    "IF NOT EXISTS would keep the broken index.")
+        else:
+            left = " No INVALID index is left behind."
+        raise MigrateError(
+            f"{len(refused)} migration(s) marked '{NO_TRANSACTION_MARKER}' were interrupted half-way (killed, or a "
+            f"statement failed): {lines}. The statements before the interruption stay committed and no ledger "
+            f"row exists.{left} Nothing was applied. Check what the file already did, then re-run it with "
+            f"rerun_interrupted={names} (role: paycraft_migrations_rerun_interrupted).",
+            res,
+            {"interrupted": refused},
+        )
+
+    def _mark_started(self, cur, m: Migration) -> None:
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.started}(version TEXT PRIMARY KEY, "
+            "started_at TIMESTAMPTZ NOT NULL DEFAULT now(), checksum TEXT, started_by TEXT)"
+        )
+        cur.execute(
+            f"INSERT INTO {self.started}(version, checksum, started_by) VALUES (%s, %s, %s) "
+            "ON CONFLICT (version) DO UPDATE SET started_at = now(), checksum = EXCLUDED.checksum, "
+            "started_by = EXCLUDED.started_by",
+            (m.version, m.checksum, _applied_by()),
+        )
+
     # -- main
     def run(self) -> MigrationResult:
         res = self.result
@@ -656,9 +785,11 @@ class Engine:
                 if not self.check_mode:
                     self._lock(cur)
                 ledger = self._ensure_ledger(cur)
+                started = self._read_started(cur, ledger)
                 self._verify(cur, migrations, ledger)
                 todo = self._select(migrations, ledger)
                 res.pending = [m.version for m in todo]
+                self._check_interrupted(cur, started, todo, migrations)
                 # refuse unsupported files (transaction control, psql meta-commands) before applying anything
                 plans = [plan_migration(m) for m in todo]
                 if self.check_mode:
@@ -759,12 +890,22 @@ class Engine:
         failed_stmt: Statement | None = None
         try:
             if m.no_transaction:
+                self._mark_started(cur, m)  # committed now: a kill -9 from here on stays visible
                 for st in plan.statements:
                     failed_stmt = st
                     cur.execute(st.text)
                 failed_stmt = None
                 ms = int((time.perf_counter() - t0) * 1000)
-                self._record(cur, m, ms)
+                conn.autocommit = False
+                try:  # the ledger row and the end of the started mark in one transaction
+                    self._record(cur, m, ms)
+                    cur.execute(f"DELETE FROM {self.started} WHERE version = %s", (m.version,))
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+                finally:
+                    conn.autocommit = True
             else:
                 conn.autocommit = False
                 try:
@@ -814,12 +955,16 @@ class Engine:
         if m.no_transaction:
             msg += (
                 f". The file opted out of the transaction ('{NO_TRANSACTION_MARKER}'): statements before the "
-                "failing one stay committed and no ledger row was written, so the next run re-runs the whole "
-                "file - make it idempotent (IF NOT EXISTS) and DROP any INVALID index a failed CREATE INDEX "
-                "CONCURRENTLY left behind"
+                "failing one stay committed and no ledger row was written; it stays marked as started, so the "
+                "next run reports it as interrupted and re-runs the whole file only with "
+                f"rerun_interrupted={m.version} - make it idempotent (IF NOT EXISTS) and DROP any INVALID index "
+                "a failed CREATE INDEX CONCURRENTLY left behind"
             )
         else:
             msg += f". Nothing of {m.version} was committed"
+            if sqlstate == "25001":
+                msg += (f" (this statement cannot run inside a transaction block: put '{NO_TRANSACTION_MARKER}' "
+                        "alone on the first line of the file)")
         names = ", ".join(b.version for b in before)
         msg += f"; {len(before)} migration(s) applied before it in this run" + (f" ({names})" if names else "")
         msg += ". Fix the SQL and re-run; the ledger retries from this file."

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import re
 import shutil
-import subprocess
+import sys
 
 ERROR = "error"
 WARNING = "warning"
@@ -49,6 +49,13 @@ PYTHON_MODULE_INFO = {
     "docker": ("community.docker", "python3-docker", "docker"),
     "yaml": ("community.docker", "python3-yaml", "PyYAML"),
 }
+
+# The oldest Python the collection's modules and module_utils run on (RHEL 9: 3.9, Ubuntu 22.04: 3.10).
+MIN_PYTHON = (3, 9)
+PYTHON_FIX = (
+    "Install python3.9+ on the host and set ansible_python_interpreter to it "
+    "(for example ansible_python_interpreter=/usr/bin/python3.9 in the inventory)."
+)
 
 _SECRET_ARG = re.compile(r"(?i)((?:pass(?:word)?|secret|token|key)[\w-]*[=:])\S+")
 
@@ -94,15 +101,8 @@ def version_at_least(have: str | tuple, need: str | tuple) -> bool:
 
 # ---------------------------------------------------------------- commands
 
-def run_command(argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
-    """Run a read-only command; (rc, stdout, stderr). A missing binary is rc 127."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        return 127, "", str(exc)
-    except subprocess.TimeoutExpired:
-        return 124, "", f"{' '.join(argv)} did not answer within {timeout:.0f}s"
-    return proc.returncode, proc.stdout, proc.stderr
+# Commands run through the module's runner (module_utils/_cli.py: runner(argv) -> (rc, stdout, stderr);
+# a missing binary is rc 127, a timeout rc 124). This library never starts a process itself.
 
 
 def _first_line(text: str) -> str:
@@ -114,7 +114,7 @@ def _first_line(text: str) -> str:
 
 # ---------------------------------------------------------------- docker / compose
 
-def check_docker(host: str, min_version: str, managed: bool, runner=run_command, docker: str = "docker"):
+def check_docker(host: str, min_version: str, managed: bool, runner, docker: str = "docker"):
     """Docker Engine (server) version >= min_version. Returns (findings, facts)."""
     facts = {"docker_cli": shutil.which(docker), "docker_server_version": None}
     if facts["docker_cli"] is None:
@@ -149,7 +149,7 @@ def check_docker(host: str, min_version: str, managed: bool, runner=run_command,
                     f"Docker Engine {format_version(version)} on {host} meets the minimum {min_version}.")], facts
 
 
-def check_compose(host: str, min_version: str, managed: bool, runner=run_command, docker: str = "docker"):
+def check_compose(host: str, min_version: str, managed: bool, runner, docker: str = "docker"):
     """Docker Compose v2 (``docker compose``, no hyphen). Returns (findings, facts)."""
     facts = {"compose_version": None}
     if shutil.which(docker) is None:
@@ -302,6 +302,27 @@ def check_python_modules(host: str, modules: list[str], managed: bool, importer=
     if ok:
         findings.append(finding("python_modules", INFO, f"Python modules {', '.join(ok)} importable on {host}."))
     return findings, {"python_modules": facts}
+
+
+def check_python(host: str, version=None, interpreter: str | None = None, minimum=MIN_PYTHON):
+    """The target's Python is at least ``minimum`` (3.9). Returns (findings, facts).
+
+    ``version`` is a string (``ansible_facts.python.version``, ``'3.8.10'``) or a version tuple;
+    by default the interpreter running this code, as the module runs on the target's.
+    """
+    if version is None:
+        version, interpreter = tuple(sys.version_info[:3]), interpreter or sys.executable
+    have = parse_version(version) if isinstance(version, str) else tuple(int(p) for p in version)
+    where = f" ({interpreter})" if interpreter else ""
+    facts = {"python": {"version": format_version(have) if have else None, "interpreter": interpreter}}
+    need = format_version(minimum)
+    if have is None:
+        return [finding("python", ERROR, f"The Python version{where} on {host} cannot be read ({version!r}); the "
+                        f"collection's modules need Python {need}+.", PYTHON_FIX)], facts
+    if have[:len(minimum)] < tuple(minimum):
+        return [finding("python", ERROR, f"Python {format_version(have)}{where} on {host} is older than {need}, "
+                        "the oldest the collection's modules run on.", PYTHON_FIX)], facts
+    return [finding("python", INFO, f"Python {format_version(have)}{where} on {host}.")], facts
 
 
 # ---------------------------------------------------------------- ports
@@ -469,7 +490,7 @@ def _containers_publishing(port: int, project: str | None, runner, docker: str) 
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def check_ports(host: str, ports, project: str, proc_root: str = "/proc", runner=run_command,
+def check_ports(host: str, ports, project: str, proc_root: str = "/proc", runner=None,
                 docker: str = "docker"):
     """Each port free, or published by a container of compose project ``project``."""
     findings = []
@@ -484,7 +505,7 @@ def check_ports(host: str, ports, project: str, proc_root: str = "/proc", runner
             continue
         holders = entry["holders"]
         if holders and all(h["comm"] in DOCKER_PUBLISHERS for h in holders):
-            ours = _containers_publishing(port, project, runner, docker) if shutil.which(docker) else None
+            ours = _containers_publishing(port, project, runner, docker) if runner and shutil.which(docker) else None
             if ours:
                 fact["containers"] = ours
                 findings.append(finding(
@@ -492,7 +513,8 @@ def check_ports(host: str, ports, project: str, proc_root: str = "/proc", runner
                     f"Port {port} on {host} is already published by container {', '.join(ours)} of compose "
                     f"project {project} (this stack): OK."))
                 continue
-            others = _containers_publishing(port, None, runner, docker) if shutil.which(docker) else None
+            others = (_containers_publishing(port, None, runner, docker)
+                      if runner and shutil.which(docker) else None)
             who = ("container " + ", ".join(others)) if others else "a container of another compose project"
             fact["containers"] = others or []
             stop = (f"docker stop {' '.join(o.split()[0] for o in others)}" if others
@@ -524,7 +546,7 @@ def run_all(host: str, *, docker_min_version: str = "24.0", compose_min_version:
             docker_managed: bool = True, min_memory_mb: int = 4096, min_disk_gb: float = 5,
             disk_paths=("/opt/paycraft", "/var/lib/docker"), ports=(54321, 54322, 54323, 54324, 3000),
             compose_project: str = "selfhost", required_tools=("openssl", "curl"),
-            python_modules=("psycopg2", "requests"), proc_root: str = "/proc", runner=run_command):
+            python_modules=("psycopg2", "requests"), proc_root: str = "/proc", runner):
     """Run every check; returns (facts, findings). Never raises for a failed check."""
     findings: list[dict] = []
     facts: dict = {"host": host}
@@ -535,6 +557,7 @@ def run_all(host: str, *, docker_min_version: str = "24.0", compose_min_version:
         lambda: check_disk(host, min_disk_gb, list(disk_paths)),
         lambda: check_ports(host, [int(p) for p in ports], compose_project, proc_root, runner),
         lambda: check_tools(host, list(required_tools)),
+        lambda: check_python(host),
         lambda: check_python_modules(host, list(python_modules), docker_managed),
     ]
     for step in steps:

@@ -5,15 +5,18 @@
 
 Pure Python (standard library only), importable without Ansible:
 
-* four probes, one attempt each: ``suite_config`` (the SDK's SuiteConfig fetch
-  through the gateway), ``gateway`` (Kong answers ``/``), ``postgres`` (a
-  ``pg_isready``-style StartupMessage ping, no login) and ``dashboard``
-  (``curl -fsSI``-style HEAD);
+* five probes, one attempt each, each proving its own component:
+  ``suite_config`` (the SDK's SuiteConfig fetch through the gateway; always part
+  of the default set), ``gateway`` (Kong's own answer on ``/``: its 404 "no Route
+  matched", never a 5xx), ``auth`` (GoTrue's ``/auth/v1/health`` through the
+  gateway), ``postgres`` (a ``pg_isready``-style ping, then a real login with
+  the database password and ``SELECT 1``) and ``dashboard`` (``curl -fsSIL``:
+  a 200 after redirects);
 * :func:`run_probes` runs the selected probes in parallel threads, each
   retrying until it passes or a shared deadline expires;
-* every failure is classified into one entry of :data:`CAUSES`, the runbook's
-  Troubleshooting section (section 7) in its own words, with the next
-  commands to run. The doctor reuses that table.
+* every failure is classified into one entry of :data:`CAUSES` (most of them
+  from the runbook's Troubleshooting, section 7, which each entry names), with
+  the next commands to run. The doctor reuses that table.
 """
 
 from __future__ import annotations
@@ -30,14 +33,22 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
 
-PROBES = ("suite_config", "gateway", "postgres", "dashboard")
+PROBES = ("suite_config", "gateway", "auth", "postgres", "dashboard")
+# The smoke role's probe set always includes these: the SuiteConfig fetch is the runbook's "fastest signal that
+# the stack is alive" (a subset without it is for building blocks such as the stack role's wait for Postgres).
+REQUIRED_PROBES = ("suite_config",)
+MAX_REDIRECTS = 10
+KONG_NO_ROUTE = "no route matched"
 SUITE_CONFIG_KEYS = ("tenant_id", "products", "providers", "paywall", "cache_ttl_seconds")
 DEFAULTS = {
     "api_url": "http://127.0.0.1:54321",
     "config_path": "/functions/v1/config",
+    "auth_path": "/auth/v1/health",
     "dashboard_url": "http://127.0.0.1:3000",
     "db_host": "127.0.0.1",
     "db_port": 54322,
+    "db_user": "postgres",
+    "db_name": "postgres",
     "timeout": 120.0,
     "interval": 2.0,
     "request_timeout": 5.0,
@@ -54,21 +65,22 @@ PG_REJECTING = "rejecting"
 PG_NO_RESPONSE = "no response"
 
 # ---------------------------------------------------------------------------
-# The runbook's Troubleshooting entries (section 7), one row per likely cause.
-# ``heading`` is the runbook's heading when ``runbook`` is true (quoted
-# verbatim), else a heading of ours for a symptom the runbook does not list.
+# The likely causes of a failed probe, one row each, in this collection's words.
+# ``runbook`` names the runbook section an entry comes from ("runbook section 7,
+# '<entry title>'"), None for a symptom the runbook does not list.
 # ``explanation`` and ``next`` are templates: {api_url} {gateway_port}
 # {config_path} {db_host} {db_port} {dashboard_url} {missing} {status} {url} {code}.
 # Commands with relative paths are the runbook's, run in infra/selfhost.
 # ---------------------------------------------------------------------------
 CAUSES = {
     "function_not_found": {
-        "runbook": True,
-        "heading": "Edge function returns 404 for /functions/v1/config",
+        "runbook": "runbook section 7, 'Edge function returns 404 for /functions/v1/config'",
+        "heading": "The edge runtime has no config function to serve",
         "explanation": (
-            'The gateway answered {{"message":"Function not found"}}. The edge runtime mounts '
-            "../../supabase/functions read-only: if the config function is absent you're on an older "
-            "release (pull upstream and re-run migrations); otherwise the runtime probably failed to import it."
+            'The gateway answered {{"message":"Function not found"}} for {config_path}. The edge runtime '
+            "serves the functions of the release's supabase/functions directory: when config is not there "
+            "the release predates it (check out a newer release and apply its migrations); when it is "
+            "there the runtime could not load it and its log says why."
         ),
         "next": (
             "ls ../../supabase/functions/config",
@@ -76,18 +88,18 @@ CAUSES = {
         ),
     },
     "key_mismatch": {
-        "runbook": True,
-        "heading": 'SDK throws "401 Unauthorized" from a self-hosted backend',
+        "runbook": "runbook section 7, 'SDK throws \"401 Unauthorized\" from a self-hosted backend'",
+        "heading": "The gateway rejected the anon key (401)",
         "explanation": (
-            "The anon key does not match PAYCRAFT_ANON_KEY in .env (verify they are byte-identical, "
-            "including trailing newline trimming), or the JWT secret changed between when the anon key "
-            "was generated and now: re-generate both keys (anon + service role). In this collection: "
-            "re-run the playbook with -e paycraft_config_resign_keys=true."
+            "The key the probe sent is not the PAYCRAFT_ANON_KEY of .env (compare the two byte for byte, "
+            "a trailing newline included), or PAYCRAFT_JWT_SECRET changed after the keys were signed. "
+            "Sign both keys (anon and service role) again with the current secret: re-run the playbook "
+            "with -e paycraft_config_resign_keys=true."
         ),
         "next": ("ansible-playbook <your usual command> -e paycraft_config_resign_keys=true",),
     },
     "probe_config": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The smoke probe sent no usable apiKey",
         "explanation": (
             "The config function answered 400 (missing_apiKey): the probe's own configuration is wrong, "
@@ -96,18 +108,21 @@ CAUSES = {
         "next": ("set api_key of paycraft.selfhost.paycraft_smoke to a tenant API key",),
     },
     "api_key_unknown": {
-        "runbook": False,
+        "runbook": None,
         "heading": "No tenant owns the API key the probe sent",
         "explanation": (
             "The config function answered 401 invalid_apiKey: the apiKey is not an active key of any tenant. "
             "API keys (pk_test_... / pk_live_...) are generated in /settings/api-keys on your dashboard; the "
             "anon key is not one. Pass a tenant's key as api_key, or leave it empty so site.yml provisions "
-            "its smoke tenant and key."
+            "its smoke tenant and key (and provisions it again when the database no longer knows it)."
         ),
-        "next": ("open {dashboard_url}/settings/api-keys, create a key, pass it as api_key",),
+        "next": (
+            "open {dashboard_url}/settings/api-keys, create a key, pass it as api_key",
+            "or leave paycraft_smoke_api_key empty and re-run the playbook with --tags smoke",
+        ),
     },
     "rest_unreachable": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The config function cannot reach /rest/v1",
         "explanation": (
             "The config function answered 502 upstream_unreachable: it reads the SuiteConfig through the "
@@ -117,7 +132,7 @@ CAUSES = {
         "next": ("docker compose ps", "grep -n -B2 -A4 'rest/v1' kong.yml", "docker logs paycraft_rest --tail 100"),
     },
     "rest_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "get_suite_config failed in the database",
         "explanation": (
             "The config function answered 502 upstream_error{code}: /rest/v1/rpc/get_suite_config answered "
@@ -129,12 +144,12 @@ CAUSES = {
         ),
     },
     "gateway_down": {
-        "runbook": True,
-        "heading": 'Kong is not running, or "Port already in use"',
+        "runbook": "runbook section 7, 'Port already in use'",
+        "heading": "Nothing answers on the gateway's port: Kong is down or another process holds the port",
         "explanation": (
             "Nothing answers HTTP on {api_url}: paycraft_kong is not running, or docker compose up -d "
-            "failed with \"Bind for 0.0.0.0:{gateway_port} failed: port is already allocated\" "
-            "(often a stale Supabase CLI instance: supabase stop)."
+            "could not publish port {gateway_port} (Docker says \"port is already allocated\"). Find the "
+            "process that listens there and stop it (a forgotten Supabase CLI stack: supabase stop)."
         ),
         "next": (
             "docker compose ps",
@@ -142,8 +157,47 @@ CAUSES = {
             "docker logs paycraft_kong",
         ),
     },
+    "gateway_error": {
+        "runbook": None,
+        "heading": "The gateway answers with a server error",
+        "explanation": (
+            "{api_url}/ answered {status}: something answers HTTP there but fails. Kong itself answers an "
+            "unmatched / with 404 \"no Route matched\"; a 5xx comes from Kong failing, or from a TLS proxy "
+            "in front of it that cannot reach paycraft_kong."
+        ),
+        "next": ("docker compose ps", "docker logs paycraft_kong", "curl -sS -i {api_url}/ | head -c 400"),
+    },
+    "not_kong": {
+        "runbook": "runbook section 7, 'Port already in use'",
+        "heading": "Something other than Kong answers on the gateway port",
+        "explanation": (
+            "{api_url}/ answered {status}, not Kong's 404 {{\"message\":\"no Route matched with those "
+            "values\"}}: another service holds the port (runbook: Port already in use) or a proxy in front "
+            "of Kong rewrites /."
+        ),
+        "next": ("lsof -iTCP:{gateway_port} -sTCP:LISTEN -n -P", "docker compose ps", "docker logs paycraft_kong"),
+    },
+    "auth_down": {
+        "runbook": None,
+        "heading": "GoTrue (auth) does not answer behind the gateway",
+        "explanation": (
+            "{api_url}{auth_path} answered {status}: Kong routes /auth/v1/ to auth:9999 and nothing answers "
+            "there. paycraft_auth is stopped, restarting (it cannot reach the database as supabase_auth_admin), "
+            "or still starting. Sign-ups and sign-ins of the dashboard and the SDK fail until it answers."
+        ),
+        "next": ("docker compose ps auth", "docker logs paycraft_auth --tail 100"),
+    },
+    "auth_error": {
+        "runbook": None,
+        "heading": "GoTrue (auth) answers, but not its health document",
+        "explanation": (
+            "{api_url}{auth_path} answered {status} without GoTrue's health document "
+            "({{\"version\", \"name\"}}): the /auth/v1/ route of kong.yml does not lead to GoTrue."
+        ),
+        "next": ("grep -n -B2 -A4 'auth/v1' kong.yml", "docker logs paycraft_auth --tail 100"),
+    },
     "upstream_down": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The gateway's upstream service is down",
         "explanation": (
             "Kong answered {status} for {config_path}: the edge runtime behind the route is not running, "
@@ -152,7 +206,7 @@ CAUSES = {
         "next": ("docker compose ps", "docker logs paycraft_edge_runtime --tail 100"),
     },
     "function_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The config function failed",
         "explanation": (
             "The config function answered {status}: it runs but fails (database unreachable through "
@@ -161,7 +215,7 @@ CAUSES = {
         "next": ("docker logs paycraft_edge_runtime --tail 100", "docker compose ps"),
     },
     "no_route": {
-        "runbook": False,
+        "runbook": "runbook section 5, 'SDK wiring'",
         "heading": "The gateway has no route for the config path",
         "explanation": (
             "Kong answered 404 \"no Route matched\" for {config_path}: the path does not match a route "
@@ -171,7 +225,7 @@ CAUSES = {
         "next": ("grep -n 'functions/v1' kong.yml", "docker logs paycraft_kong"),
     },
     "not_suite_config": {
-        "runbook": False,
+        "runbook": "runbook section 6, 'Smoke test'",
         "heading": "The release's config function does not return a SuiteConfig",
         "explanation": (
             "The answer is not the SuiteConfig the SDK expects (tenant_id, products, providers, paywall, "
@@ -180,13 +234,13 @@ CAUSES = {
         "next": ("ls ../../supabase/functions/config", "docker logs paycraft_edge_runtime --tail 100"),
     },
     "unexpected_http": {
-        "runbook": False,
+        "runbook": None,
         "heading": "Unexpected answer from the gateway",
         "explanation": "The gateway answered {status} for {config_path}, which no runbook entry describes.",
         "next": ("docker logs paycraft_kong", "docker logs paycraft_edge_runtime --tail 100"),
     },
     "tls_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "TLS handshake or certificate verification failed",
         "explanation": (
             "The https endpoint's certificate was not accepted. Fix the certificate of the TLS proxy in "
@@ -195,32 +249,58 @@ CAUSES = {
         "next": ("curl -vI {url}",),
     },
     "postgres_no_response": {
-        "runbook": True,
-        "heading": 'migrations-bootstrap.sh aborts with "could not connect" / Postgres container exits during boot',
+        "runbook": (
+            "runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"' and "
+            "'Postgres container exits during boot'"
+        ),
+        "heading": "Postgres does not answer: still initialising its data directory, or restarting in a loop",
         "explanation": (
-            "Postgres does not answer on {db_host}:{db_port}. It has not finished its first-boot initdb "
-            "(wait 30 seconds and retry), or paycraft_db keeps restarting: FATAL: password authentication "
-            "failed or an empty data directory (PAYCRAFT_DB_PASSWORD changed after the volume was created)."
+            "Postgres does not answer on {db_host}:{db_port}. On a first boot it is still creating its "
+            "data directory (give it half a minute); if paycraft_db restarts again and again, its log "
+            "names the reason, most often a PAYCRAFT_DB_PASSWORD changed after the volume was created."
         ),
         "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
     },
     "postgres_rejecting": {
-        "runbook": True,
-        "heading": 'migrations-bootstrap.sh aborts with "could not connect"',
+        "runbook": "runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"'",
+        "heading": "Postgres is still starting up",
         "explanation": (
-            "Postgres answers on {db_host}:{db_port} but rejects connections (the database system is "
-            "starting up): it has not finished its first-boot initdb. Wait 30 seconds and retry."
+            "Postgres answers on {db_host}:{db_port} but does not accept connections yet: a first boot "
+            "is still creating the data directory. Give it half a minute and run the probe again."
         ),
         "next": ("docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"),
     },
-    "dashboard_down": {
-        "runbook": True,
-        "heading": "Dashboard build hangs at npm install",
+    "postgres_login_failed": {
+        "runbook": "runbook section 7, 'Postgres container exits during boot'",
+        "heading": "Postgres refuses the login with the env file's password",
         "explanation": (
-            "Nothing answers on {dashboard_url}: the paycraft_dashboard container performs an npm install "
-            "on every boot, which can stall on slow or rate-limited networks. Override with a host-side "
-            "node_modules (cd ../../dashboard && npm install --no-audit --no-fund), then re-up; the "
-            "mounted node_modules is reused."
+            "Postgres answers on {db_host}:{db_port} but refuses the login as {db_user} with the password "
+            "of the env file (password authentication failed). Most likely PAYCRAFT_DB_PASSWORD was changed "
+            "after the database volume was created: the password is set once, when the volume is initialised. "
+            "Put the old password back in the env file, or take a backup and recreate the volume, which "
+            "deletes every row in it."
+        ),
+        "next": (
+            "docker logs paycraft_db --tail 50",
+            "docker exec paycraft_db pg_dump -U postgres -Fc postgres",
+            "docker compose down",
+            "docker volume rm selfhost_paycraft-db",
+            "docker compose up -d db",
+        ),
+    },
+    "postgres_query_failed": {
+        "runbook": None,
+        "heading": "Postgres accepts the login but cannot run a query",
+        "explanation": "Logged in on {db_host}:{db_port} as {db_user}, but SELECT 1 failed: {reason}.",
+        "next": ("docker logs paycraft_db --tail 50", "docker exec paycraft_db psql -U postgres -c 'SELECT 1'"),
+    },
+    "dashboard_down": {
+        "runbook": "runbook section 7, 'Dashboard build hangs at npm install'",
+        "heading": "Nothing answers on the dashboard's URL: its container is still installing packages",
+        "explanation": (
+            "Nothing answers on {dashboard_url}: paycraft_dashboard installs its npm packages each time "
+            "it starts, and a slow or rate-limited network holds it there. Install them once on the "
+            "host, in the release's dashboard directory, and start the container again: it uses them."
         ),
         "next": (
             "docker logs paycraft_dashboard --tail 50",
@@ -228,15 +308,19 @@ CAUSES = {
         ),
     },
     "dashboard_error": {
-        "runbook": False,
+        "runbook": None,
         "heading": "The dashboard answers with an error",
-        "explanation": "The dashboard answered {status} to HEAD {dashboard_url} (curl -fsSI would fail).",
+        "explanation": (
+            "The dashboard answered {status} to HEAD {dashboard_url}{hops} (curl -fsSIL would fail: it "
+            "expects a 200 after redirects)."
+        ),
         "next": ("docker logs paycraft_dashboard --tail 50",),
     },
 }
 
 # Failures that waiting cannot change: stop retrying at the first one.
-FINAL_CAUSES = frozenset({"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error"})
+FINAL_CAUSES = frozenset({"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
+                          "postgres_login_failed"})
 
 _JWT_MARKERS = ("invalid jwt", "jwt", "invalid api key", "invalid key", "no api key", "unauthorized", "jws")
 
@@ -284,12 +368,29 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _opener(validate_certs):
-    context = ssl.create_default_context()
-    if not validate_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
+_TLS_LOCK = threading.Lock()
+_TLS_CONTEXTS = {}
+
+
+def _tls_context(validate_certs):
+    """One TLS context per setting, made once (loading the CA store takes a while on a busy host, and the
+    probes' threads would each load it); an SSLContext is safe to share between threads."""
+    with _TLS_LOCK:
+        context = _TLS_CONTEXTS.get(validate_certs)
+        if context is None:
+            context = ssl.create_default_context()
+            if not validate_certs:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            _TLS_CONTEXTS[validate_certs] = context
+        return context
+
+
+def _opener(url, validate_certs):
+    handlers = [_NoRedirect()]
+    if urllib.parse.urlsplit(url).scheme == "https":  # plain http needs no TLS context
+        handlers.append(urllib.request.HTTPSHandler(context=_tls_context(bool(validate_certs))))
+    return urllib.request.build_opener(*handlers)
 
 
 def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True):
@@ -298,7 +399,7 @@ def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=Tr
         raise ValueError(f"not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - checked
     try:
-        with _opener(validate_certs).open(request, timeout=timeout) as response:
+        with _opener(url, validate_certs).open(request, timeout=timeout) as response:
             return HttpAnswer(response.status, response.read(MAX_BODY), dict(response.headers))
     except urllib.error.HTTPError as exc:
         try:
@@ -424,14 +525,20 @@ def classify_config_answer(status, body_text):
 
 
 # --------------------------------------------------------------------- probes
-def probe_suite_config(params, timeout):
-    api_key = params.get("api_key")
-    anon_key = params.get("anon_key")
-    url = suite_config_url(params["api_url"], params["config_path"], api_key)
+def _json_headers(anon_key):
+    """What the SDK sends through the gateway: JSON, and the anon key as apikey and bearer token."""
     headers = {"Accept": "application/json"}
     if anon_key:
         headers["apikey"] = anon_key
         headers["Authorization"] = f"Bearer {anon_key}"
+    return headers
+
+
+def probe_suite_config(params, timeout):
+    api_key = params.get("api_key")
+    anon_key = params.get("anon_key")
+    url = suite_config_url(params["api_url"], params["config_path"], api_key)
+    headers = _json_headers(anon_key)
     try:
         answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
     except NoAnswer as exc:
@@ -457,31 +564,80 @@ def probe_suite_config(params, timeout):
     return Outcome(True, 200, detail, document=document)
 
 
+def _is_kong(answer):
+    server = str({k.lower(): v for k, v in answer.headers.items()}.get("server", "")).lower()
+    return server.startswith("kong") or any(k.lower().startswith("x-kong-") for k in answer.headers)
+
+
 def probe_gateway(params, timeout):
+    """Kong's own answer on ``/``: 404 "no Route matched" (or any non-error answer that Kong signs)."""
     url = params["api_url"].rstrip("/") + "/"
     try:
         answer = http_request(url, "GET", {}, timeout, params.get("validate_certs", True))
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "gateway_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
-    # Kong answers an unmatched / with 404 {"message":"no Route matched ..."}: any answer means it is up.
-    return Outcome(True, answer.status, f"HTTP {answer.status} {preview(answer.text())}".rstrip())
+    line = f"HTTP {answer.status} {preview(answer.text())}".rstrip()
+    if answer.status >= 500:
+        return Outcome(False, answer.status, line, "gateway_error", {"status": f"HTTP {answer.status}"})
+    if answer.status == 404 and KONG_NO_ROUTE in answer.text().lower():
+        return Outcome(True, answer.status, line)
+    if answer.status < 400 and _is_kong(answer):
+        return Outcome(True, answer.status, line)
+    return Outcome(False, answer.status, line, "not_kong", {"status": f"HTTP {answer.status}"})
+
+
+def probe_auth(params, timeout):
+    """GoTrue's ``GET /health`` through the gateway's /auth/v1/ route: 200 with its health document."""
+    url = params["api_url"].rstrip("/") + params.get("auth_path", DEFAULTS["auth_path"])
+    anon_key = params.get("anon_key")
+    headers = _json_headers(anon_key)
+    try:
+        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
+    except NoAnswer as exc:
+        cause = "tls_error" if exc.kind == "tls" else "gateway_down"
+        return Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
+    text = redact(answer.text(), (anon_key,))
+    line = f"HTTP {answer.status} {preview(text)}".rstrip()
+    context = {"status": f"HTTP {answer.status}"}
+    if answer.status in (502, 503, 504):
+        return Outcome(False, answer.status, line, "auth_down", context)
+    if answer.status != 200:
+        return Outcome(False, answer.status, line, "auth_error" if answer.status < 500 else "auth_down", context)
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not document.get("version") or not document.get("name"):
+        return Outcome(False, answer.status, line, "auth_error", context)
+    return Outcome(True, 200, f"{document['name']} {document['version']}")
 
 
 def probe_dashboard(params, timeout):
+    """``curl -fsSIL``: HEAD (GET when HEAD is refused with 405), redirects followed, a 200 at the end."""
     url = params["dashboard_url"]
     validate = params.get("validate_certs", True)
+    hops = []
     try:
-        answer = http_request(url, "HEAD", {}, timeout, validate)
-        if answer.status == 405:
-            answer = http_request(url, "GET", {}, timeout, validate)
+        for _hop in range(MAX_REDIRECTS + 1):
+            answer = http_request(url, "HEAD", {}, timeout, validate)
+            if answer.status == 405:
+                answer = http_request(url, "GET", {}, timeout, validate)
+            location = {k.lower(): v for k, v in answer.headers.items()}.get("location")
+            if answer.status not in (301, 302, 303, 307, 308) or not location:
+                break
+            hops.append(f"{answer.status} -> {location}")
+            url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                break
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "dashboard_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
-    line = f"HTTP {answer.status}"
-    if 200 <= answer.status < 400:
+    line = f"HTTP {answer.status}" + (f" after {', '.join(hops)}" if hops else "")
+    if answer.status == 200:
         return Outcome(True, answer.status, line)
-    return Outcome(False, answer.status, line, "dashboard_error", {"status": line})
+    context = {"status": f"HTTP {answer.status}", "hops": f" (redirects: {', '.join(hops)})" if hops else ""}
+    return Outcome(False, answer.status, line, "dashboard_error", context)
 
 
 def pg_ping(host, port, timeout):
@@ -542,17 +698,50 @@ def parse_pg_error(body):
     return fields
 
 
+def pg_login(params, timeout):
+    """Log in as ``db_user`` with ``db_password`` and run ``SELECT 1``: ``(ok, cause or None, detail)``."""
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres
+
+    conn_params = {"host": params["db_host"], "port": params["db_port"], "user": params["db_user"],
+                   "password": params.get("db_password"), "dbname": params["db_name"]}
+    try:
+        conn = _postgres.connect(conn_params, "paycraft_smoke", max(1, round(timeout)))
+    except _postgres.PostgresError as exc:
+        kind = _postgres.login_failure_kind(exc.reason)
+        if kind == "password":
+            return False, "postgres_login_failed", exc.reason
+        if kind == "starting":
+            return False, "postgres_rejecting", exc.reason
+        return False, "postgres_query_failed", exc.reason
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            row = cur.fetchone()
+    except Exception as exc:  # psycopg2.Error: a server that logs in but cannot answer
+        return False, "postgres_query_failed", str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    finally:
+        conn.close()
+    if not row or row[0] != 1:
+        return False, "postgres_query_failed", f"SELECT 1 returned {row!r}"
+    return True, None, f"logged in as {params['db_user']}, SELECT 1 returned 1"
+
+
 def probe_postgres(params, timeout):
     state, detail = pg_ping(params["db_host"], params["db_port"], timeout)
-    if state == PG_ACCEPTING:
-        return Outcome(True, state, detail)
-    cause = "postgres_rejecting" if state == PG_REJECTING else "postgres_no_response"
-    return Outcome(False, state, detail, cause)
+    if state != PG_ACCEPTING:
+        cause = "postgres_rejecting" if state == PG_REJECTING else "postgres_no_response"
+        return Outcome(False, state, detail, cause)
+    ok, cause, login_detail = pg_login(params, timeout)
+    if ok:
+        return Outcome(True, "logged in", login_detail)
+    status = {"postgres_login_failed": "login refused", "postgres_rejecting": PG_REJECTING}.get(cause, "query failed")
+    return Outcome(False, status, login_detail, cause, {"reason": login_detail})
 
 
 PROBE_FUNCTIONS = {
     "suite_config": probe_suite_config,
     "gateway": probe_gateway,
+    "auth": probe_auth,
     "postgres": probe_postgres,
     "dashboard": probe_dashboard,
 }
@@ -568,6 +757,9 @@ def validate(params):
         errors.append(f"unknown probes {unknown}: choose from {list(PROBES)}")
     if not probes:
         errors.append("probes is empty: select at least one of " + ", ".join(PROBES))
+    if "postgres" in probes and not params.get("db_password"):
+        errors.append("db_password is required when the postgres probe runs (PAYCRAFT_DB_PASSWORD: give "
+                      "env_file, the env file on the host, or db_password); or leave postgres out of probes")
     if "suite_config" in probes and not params.get("api_key"):
         errors.append("api_key is required when the suite_config probe runs (a tenant API key, pk_test_... "
                       "or pk_live_...); or leave suite_config out of probes")
@@ -578,6 +770,8 @@ def validate(params):
             errors.append(f"{name} must be an http:// or https:// URL with a host, got {value!r}")
     if not str(params.get("config_path") or "").startswith("/"):
         errors.append(f"config_path must start with '/', got {params.get('config_path')!r}")
+    if not str(params.get("auth_path") or "").startswith("/"):
+        errors.append(f"auth_path must start with '/', got {params.get('auth_path')!r}")
     timeout = params.get("timeout")
     if not isinstance(timeout, (int, float)) or timeout < 0:
         errors.append(f"timeout must be 0 or more seconds, got {timeout!r}")
@@ -629,7 +823,7 @@ def run_probe(name, params, deadline, interval, request_timeout, clock=time.mono
 
 
 def _result(name, outcome, attempts, latency, params):
-    secrets = (params.get("api_key"), params.get("anon_key"))
+    secrets = (params.get("api_key"), params.get("anon_key"), params.get("db_password"))
     result = {
         "ok": outcome.ok,
         "attempts": attempts,
@@ -648,13 +842,17 @@ def _result(name, outcome, attempts, latency, params):
             "api_url": params["api_url"],
             "gateway_port": _port_of(params["api_url"]),
             "config_path": params["config_path"],
+            "auth_path": params["auth_path"],
             "db_host": params["db_host"],
             "db_port": params["db_port"],
+            "db_user": params["db_user"],
             "dashboard_url": params["dashboard_url"],
             "missing": "",
             "status": outcome.status,
             "url": "",
             "code": "",
+            "hops": "",
+            "reason": "",
         }
         context.update(outcome.context)
         result.update(
@@ -668,7 +866,7 @@ def _result(name, outcome, attempts, latency, params):
 
 
 def summarize(results, order=PROBES):
-    """``smoke: 4/4 probes passed (suite_config 35 ms, gateway 3 ms, ...)``."""
+    """``smoke: 5/5 probes passed (suite_config 35 ms, gateway 3 ms, ...)``."""
     names = [n for n in order if n in results]
     passed = sum(1 for n in names if results[n]["ok"])
     parts = []
@@ -683,13 +881,17 @@ def summarize(results, order=PROBES):
 
 
 def failure_lines(results, order=PROBES):
-    """One line per failed probe: ``<probe>: <seen> — likely cause: <heading>. Next: <commands>``."""
+    """One line per failed probe: ``<probe>: <seen> — likely cause: <heading> (<runbook>). Next: <commands>``.
+
+    ``(<runbook>)``, the runbook section the cause comes from, only when it has one.
+    """
     lines = []
     for n in order:
         r = results.get(n)
         if r is None or r["ok"]:
             continue
-        lines.append(f"{n}: {r['detail']} — likely cause: {r['cause']}. Next: {'; '.join(r['next'])}")
+        source = f" ({r['runbook']})" if r.get("runbook") else ""
+        lines.append(f"{n}: {r['detail']} — likely cause: {r['cause']}{source}. Next: {'; '.join(r['next'])}")
     return lines
 
 

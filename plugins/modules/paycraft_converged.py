@@ -12,22 +12,26 @@ short_description: Tell whether a PayCraft host is exactly as the last successfu
 version_added: 0.1.0
 description:
   - Reads in one pass what a full C(site.yml) run converges - the checkout (at O(version), no changed
-    tracked files), the env file and the compose override (content, mode, owner), every container of
-    the compose project (the configuration hash compose wants against the one it was created with, its
-    image, running and healthy), and the migration ledger against the migration files and their checksums.
+    tracked files), the files the roles manage outside git's view (O(env_file), O(override_file) and
+    O(license_file) by content, mode and owner; O(env_link) must be a link to O(env_file)), every container
+    of the compose project (the configuration hash compose wants against the one it was created with, its
+    id, a digest of its environment, its image, running and healthy), and the migration ledger's content
+    (versions, checksums, when each was applied, the database's system identifier) against the migration
+    files (the same files the migration engine applies; hidden C(.*.sql) files are not migrations).
   - With O(state=check) it compares that with the record written by the last successful full run and
     with O(inputs), a digest of the run's inputs. C(converged) is true only when everything is
     unchanged and nothing is wrong; otherwise C(reasons) says why a full run is needed.
   - With O(state=present) it writes the record (0600), after a successful full run.
   - Never changes the stack; only O(state=present) writes O(path).
 author:
-  - paycraft.selfhost contributors
+  - paycraft.selfhost maintainers (@paycraft)
 attributes:
   check_mode:
     support: full
     description: O(state=check) runs in check mode; O(state=present) reports what it would write.
   diff_mode:
     support: none
+    description: The result lists the reasons a full run is needed; there is no diff.
 options:
   state:
     description: V(check) compares, V(present) records.
@@ -64,38 +68,34 @@ options:
     elements: str
     required: true
   env_file:
-    description: The env file compose reads.
+    description:
+      - The env file compose reads. Its C(PAYCRAFT_DB_PASSWORD) is the password for the ledger when
+        O(login_password) is empty, read on the host, so that no secret has to pass through the play.
     type: path
     required: true
   override_file:
     description: The compose override the stack role writes.
     type: path
     required: true
+  env_link:
+    description:
+      - The C(.env) link in the compose project directory, which must point at O(env_file).
+        Empty when the link is not managed.
+    type: path
+  license_file:
+    description: The Enterprise licence file, when one is installed. Empty when none is managed.
+    type: path
   migrations_dir:
     description: The release's migrations.
     type: path
     required: true
-  login_host:
-    description: Postgres host.
-    type: str
-    default: 127.0.0.1
-  login_port:
-    description: Postgres port.
-    type: int
-    default: 54322
-  login_user:
-    description: Postgres user.
-    type: str
-    default: postgres
-  login_password:
+  ledger_table:
     description:
-      - Postgres password. Default C(PAYCRAFT_DB_PASSWORD) from O(env_file), so that no secret
-        has to pass through the play.
+      - The migration ledger, C(table) or C(schema.table), as P(paycraft.selfhost.paycraft_migrate#module) uses it.
     type: str
-  login_db:
-    description: Database.
-    type: str
-    default: postgres
+    default: _paycraft_migrations
+extends_documentation_fragment:
+  - paycraft.selfhost.postgres
 requirements:
   - psycopg2 on the managed host
   - the docker CLI with Compose v2 and git on the managed host
@@ -147,17 +147,18 @@ public_env:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _cli, _postgres, keys
 from ansible_collections.paycraft.selfhost.plugins.module_utils import converged as lib
-from ansible_collections.paycraft.selfhost.plugins.module_utils import keys
 from ansible_collections.paycraft.selfhost.plugins.module_utils.envfile import EnvFile, EnvFileError
 
-# what the runbook calls safe to embed in the dashboard and the SDK
-PUBLIC_KEYS = (keys.ANON_KEY, keys.API_URL, keys.DASHBOARD_URL)
+# what the runbook calls safe to embed in the dashboard and the SDK: the one shape of paycraft_env
+PUBLIC_KEYS = keys.ENV_FACT_KEYS
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    argument_spec = _postgres.postgres_common_argument_spec()
+    argument_spec.update(
+        dict(
             state=dict(type="str", choices=["check", "present"], default="check"),
             path=dict(type="path", default="/etc/paycraft/converged.json"),
             inputs=dict(type="str", required=True),
@@ -168,15 +169,13 @@ def main():
             compose_files=dict(type="list", elements="str", required=True),
             env_file=dict(type="path", required=True),
             override_file=dict(type="path", required=True),
+            env_link=dict(type="path"),
+            license_file=dict(type="path"),
             migrations_dir=dict(type="path", required=True),
-            login_host=dict(type="str", default="127.0.0.1"),
-            login_port=dict(type="int", default=54322),
-            login_user=dict(type="str", default="postgres"),
-            login_password=dict(type="str", no_log=True),
-            login_db=dict(type="str", default="postgres"),
-        ),
-        supports_check_mode=True,
+            ledger_table=dict(type="str", default="_paycraft_migrations"),
+        )
     )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     try:
         env = EnvFile.read(p["env_file"]).as_dict()
@@ -184,15 +183,13 @@ def main():
         env = {}
     params = dict(p)
     params["docker_cli"] = module.get_bin_path("docker")
-    params["db"] = {
-        "host": p["login_host"],
-        "port": p["login_port"],
-        "user": p["login_user"],
-        "password": p["login_password"] or env.get("PAYCRAFT_DB_PASSWORD", ""),
-        "dbname": p["login_db"],
-    }
+    try:
+        params["db"] = _postgres.connection_params(p)
+    except _postgres.PostgresError:  # no readable env file: the ledger read names the failed login
+        params["db"] = _postgres.connection_params({**p, "env_file": None})
     state = lib.read_state(p["path"])
-    result = lib.check(params, state)
+    probe = lib.Probe(docker=params["docker_cli"] or "docker", runner=_cli.module_runner(module))
+    result = lib.check(params, state, probe)
 
     if p["state"] == "check":
         public = {k: env[k] for k in PUBLIC_KEYS if k in env} if result["converged"] else {}

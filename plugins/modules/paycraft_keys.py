@@ -39,7 +39,7 @@ description:
     the file's current content and written in the same step, so no secret ever travels through a task
     result (there is no separate env-file module).
 author:
-  - paycraft.selfhost maintainers
+  - paycraft.selfhost maintainers (@paycraft)
 options:
   path:
     description: The env file to read and write (the source of truth, for example C(/etc/paycraft/paycraft.env)).
@@ -125,6 +125,13 @@ options:
     description: Comment written at the top of a new file.
     type: str
     default: "Managed by Ansible (paycraft.selfhost). PayCraft secrets, runbook section 3. Keep this file 0600."
+  return_public:
+    description:
+      - Return RV(public_env), the values other roles read as the C(paycraft_env) fact (C(PAYCRAFT_ANON_KEY),
+        C(PAYCRAFT_API_URL), C(PAYCRAFT_DASHBOARD_URL)) and no server secret. Like O(return_values) it needs
+        C(no_log) on the task, because the anon key is kept out of logs.
+    type: bool
+    default: false
   return_values:
     description:
       - Return every value written in RV(env). As that puts secrets in the result, it is only allowed on a task
@@ -134,9 +141,11 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Can run in check mode and return changed status prediction without modifying target.
     details: Computes and validates everything, reports what would change, writes nothing.
   diff_mode:
     support: full
+    description: Will return details on what has changed (or possibly needs changing in check mode).
     details: Every value is masked (C(KEY=********)); changed keys are marked C((old)) / C((new)).
 seealso:
   - name: PayCraft self-hosting runbook, section 3 (Environment variables)
@@ -225,6 +234,10 @@ keys:
   returned: success
   type: list
   elements: str
+public_env:
+  description: The values of C(PAYCRAFT_ANON_KEY), C(PAYCRAFT_API_URL) and C(PAYCRAFT_DASHBOARD_URL) in the file.
+  returned: when O(return_public=true)
+  type: dict
 env:
   description: Every variable of the file with its value. Secrets.
   returned: when O(return_values=true)
@@ -286,6 +299,7 @@ def main():
                 "runbook section 3. Keep this file 0600.",
             ),
             return_values=dict(type="bool", default=False),
+            return_public=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -303,6 +317,9 @@ def main():
 
     if p["return_values"] and not module.no_log:
         module.fail_json(msg=f"{host}: return_values=true returns secrets: set no_log: true on the task.", **result)
+    if p["return_public"] and not module.no_log:
+        module.fail_json(msg=f"{host}: return_public=true returns the anon key: set no_log: true on the task.",
+                         **result)
     unknown = sorted(k for k in p["values"] if k not in keymod.SECTION3)
     if unknown:
         module.fail_json(
@@ -408,6 +425,11 @@ def main():
             os.chmod(path, mode)
             if uid != -1 or gid != -1:
                 os.chown(path, uid, gid)
+    if p["return_public"]:
+        public = {k: v for k, v in new.as_dict().items() if k in keymod.ENV_FACT_KEYS}
+        for value in public.values():  # the task is no_log (checked above): the real values, not masks
+            module.no_log_values.discard(str(value))
+        result["public_env"] = public
     if p["return_values"]:
         # the task is no_log (checked above): the caller wants the real values, not the masked ones
         module.no_log_values.clear()

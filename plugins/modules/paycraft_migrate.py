@@ -28,9 +28,14 @@ description:
     in autocommit mode, for statements that cannot run in a transaction (C(CREATE INDEX CONCURRENTLY),
     C(REINDEX CONCURRENTLY), C(VACUUM)). Its ledger row is written only after
     its last statement succeeded. If such a file fails half-way, the statements before the failing one
-    stay committed and no ledger row exists, so the next run re-runs the whole file: write these files
-    idempotently (C(IF NOT EXISTS)) and drop any C(INVALID) index that a failed C(CREATE INDEX
-    CONCURRENTLY) left behind before re-running."
+    stay committed and no ledger row exists. Before its first statement the module writes a started mark in
+    C(<ledger_table>_started) (a table of its own, so the ledger keeps the runbook's shape); the next run
+    reports such a file as interrupted, names every C(INVALID) index left behind and applies nothing until
+    O(rerun_interrupted) names the file. Write these files idempotently (C(IF NOT EXISTS)) and drop any
+    C(INVALID) index that a failed C(CREATE INDEX CONCURRENTLY) left behind before re-running."
+  - A statement that cannot run inside a transaction block (C(CREATE INDEX CONCURRENTLY), C(DROP INDEX
+    CONCURRENTLY), C(REINDEX CONCURRENTLY), C(VACUUM), ...) in a file without the marker is refused with the
+    file and line, naming the marker, before anything is applied.
   - The sha256 of each file is recorded; an applied file that changed on disk is refused, naming the file
     and both checksums (runbook - never edit a migration that has already been applied), unless
     O(allow_changed) accepts it.
@@ -44,7 +49,7 @@ description:
     message, and how many migrations this run applied before it; nothing of the failing file is
     committed (unless it opted out) and earlier files stay applied.
 author:
-  - paycraft.selfhost contributors
+  - paycraft.selfhost maintainers (@paycraft)
 extends_documentation_fragment:
   - paycraft.selfhost.postgres
 options:
@@ -80,6 +85,12 @@ options:
       - Seconds to wait for another run's migration lock before failing; V(0) waits forever.
     type: float
     default: 120
+  rerun_interrupted:
+    description:
+      - Versions of C(-- paycraft:no-transaction) files that were interrupted half-way (see RV(interrupted)) to
+        run again from their first statement. V(true) re-runs every interrupted file.
+    type: raw
+    default: []
   ledger_table:
     description:
       - The ledger table, C(table) or C(schema.table) (C(public) by default).
@@ -91,11 +102,12 @@ attributes:
     description: Lists exactly the versions that would be applied in RV(pending); takes no lock, writes nothing.
   diff_mode:
     support: none
+    description: The result lists the applied and pending versions; there is no diff.
 notes:
   - Requires psycopg2 on the managed host. The password goes to the driver as a keyword argument, never
     into a process list or a result.
-  - Files are plain SQL; psql meta-commands (C(\i), C(\set)) and C(COPY ... FROM STDIN) data blocks are
-    refused with the file and line.
+  - Files are plain SQL; psql meta-commands (C(\i), C(\set)) and C(COPY ... FROM STDIN) data blocks (with
+    or without a column list, as C(pg_dump) writes them) are refused with the file and line.
 """
 
 EXAMPLES = r"""
@@ -104,7 +116,7 @@ EXAMPLES = r"""
     migrations_dir: /opt/paycraft/src/server/migrations
     login_host: 127.0.0.1
     login_port: 54322
-    login_password: "{{ paycraft_env.PAYCRAFT_DB_PASSWORD }}"
+    env_file: /etc/paycraft/paycraft.env  # PAYCRAFT_DB_PASSWORD, read on the host
   register: migrations
 
 - name: Show the runbook's summary line
@@ -114,7 +126,7 @@ EXAMPLES = r"""
 - name: What would run (check mode)
   paycraft.selfhost.paycraft_migrate:
     migrations_dir: /opt/paycraft/src/server/migrations
-    login_password: "{{ paycraft_env.PAYCRAFT_DB_PASSWORD }}"
+    env_file: /etc/paycraft/paycraft.env
   check_mode: true
   register: plan
 
@@ -164,6 +176,16 @@ accepted_changes:
   returned: always
   type: list
   elements: dict
+interrupted:
+  description:
+    - C(-- paycraft:no-transaction) files that started and never finished (killed, or a statement failed), with
+      when and by whom they started and the C(INVALID) indexes of the database.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"version": "044_idx", "file": "/opt/paycraft/src/server/migrations/044_idx.sql",
+            "started_at": "2026-11-28T23:01:02+00:00", "started_by": "paycraft_migrate root@host",
+            "invalid_indexes": ["public.subs_status_idx ON public.subs"]}]
 missing_files:
   description: Ledger versions with no file in O(migrations_dir) (reported, not an error).
   returned: always
@@ -198,7 +220,7 @@ error:
            "line": 17, "sqlstate": "42P01", "message": "relation \"coupons\" does not exist", "applied_before": 0}
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.validation import check_type_bool
 
 try:
@@ -208,38 +230,10 @@ try:
 except ImportError:
     HAS_PSYCOPG2 = False
 
-from ansible_collections.paycraft.selfhost.plugins.module_utils import migrate
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres, migrate
 
 
-def postgres_argument_spec():
-    """The connection options of the paycraft.selfhost.postgres doc fragment."""
-    return dict(
-        login_host=dict(type="str", default="localhost", aliases=["host"]),
-        login_port=dict(type="int", default=54322, aliases=["port"]),
-        login_user=dict(type="str", default="postgres", aliases=["user"]),
-        login_password=dict(
-            type="str",
-            no_log=True,
-            aliases=["password"],
-            fallback=(env_fallback, ["PAYCRAFT_DB_PASSWORD", "PGPASSWORD"]),
-        ),
-        login_db=dict(type="str", default="postgres", aliases=["db", "dbname"]),
-        login_unix_socket=dict(type="path"),
-        connect_timeout=dict(type="int", default=10),
-    )
-
-
-def connection_params(params):
-    return {
-        "host": params["login_unix_socket"] or params["login_host"],
-        "port": params["login_port"],
-        "user": params["login_user"],
-        "password": params["login_password"],
-        "dbname": params["login_db"],
-    }
-
-
-def _allow_changed(module, value):
+def _versions_or_bool(module, name, value):
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -249,16 +243,17 @@ def _allow_changed(module, value):
             return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    module.fail_json(msg="allow_changed must be a list of versions (file names without .sql) or a boolean.")
+    module.fail_json(msg=f"{name} must be a list of versions (file names without .sql) or a boolean.")
 
 
 def main():
-    argument_spec = postgres_argument_spec()
+    argument_spec = _postgres.postgres_common_argument_spec()
     argument_spec.update(
         migrations_dir=dict(type="path", required=True),
         target=dict(type="str"),
         out_of_order=dict(type="str", default="fail", choices=list(migrate.OUT_OF_ORDER_POLICIES)),
         allow_changed=dict(type="raw", default=[]),
+        rerun_interrupted=dict(type="raw", default=[]),
         lock_timeout=dict(type="float", default=120),
         ledger_table=dict(type="str", default=migrate.DEFAULT_LEDGER),
     )
@@ -268,12 +263,17 @@ def main():
     p = module.params
     if p["lock_timeout"] < 0:
         module.fail_json(msg="lock_timeout must be >= 0 seconds (0 waits forever).")
+    try:
+        conn_params = _postgres.connection_params(p)
+    except _postgres.PostgresError as exc:
+        module.fail_json(msg=exc.message)
     engine = migrate.Engine(
-        connection_params(p),
+        conn_params,
         p["migrations_dir"],
         target=p["target"],
         out_of_order=p["out_of_order"],
-        allow_changed=_allow_changed(module, p["allow_changed"]),
+        allow_changed=_versions_or_bool(module, "allow_changed", p["allow_changed"]),
+        rerun_interrupted=_versions_or_bool(module, "rerun_interrupted", p["rerun_interrupted"]),
         lock_timeout=p["lock_timeout"],
         ledger_table=p["ledger_table"],
         connect_timeout=p["connect_timeout"],

@@ -14,7 +14,8 @@ description:
     returns all findings in one report.
   - "Checks: Docker Engine version, Docker Compose v2, free RAM (C(MemAvailable)), free disk at each path
     (measured on the nearest existing parent), TCP ports free or already published by this stack's compose
-    project, required tools on C(PATH), and the Python modules the collection's modules import."
+    project, required tools on C(PATH), the target's Python (3.9 or later, which the collection's modules
+    need) and the Python modules the collection's modules import."
   - A port in use is traced from C(/proc/net/tcp) and C(/proc/net/tcp6) socket inodes to the process holding
     it (pid, process name, command line). When the holder is Docker's port publisher and a container of
     O(compose_project) publishes the port, the port counts as held by this stack (an C(info) finding).
@@ -22,7 +23,7 @@ description:
     with its fix.
   - The module never changes anything on the host.
 author:
-  - paycraft.selfhost maintainers
+  - paycraft.selfhost maintainers (@paycraft)
 attributes:
   check_mode:
     support: full
@@ -148,6 +149,10 @@ facts:
     tools:
       description: Path of each required tool, or null.
       type: dict
+    python:
+      description: Version and path of the Python that ran the module (the target's interpreter).
+      type: dict
+      sample: {"version": "3.11.2", "interpreter": "/usr/bin/python3"}
     python_modules:
       description: Whether each Python module imports.
       type: dict
@@ -159,7 +164,7 @@ findings:
   elements: dict
   contains:
     check:
-      description: Check name (docker_version, compose_version, memory, disk, ports, tools, python_modules).
+      description: Check name (docker_version, compose_version, memory, disk, ports, tools, python, python_modules).
       type: str
     severity:
       description: error, warning or info.
@@ -193,7 +198,7 @@ failure_message:
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.paycraft.selfhost.plugins.module_utils import preflight
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _cli, preflight
 
 
 def main():
@@ -245,6 +250,7 @@ def main():
         compose_project=p["compose_project"],
         required_tools=p["required_tools"],
         python_modules=p["python_modules"],
+        runner=_cli.module_runner(module),
     )
     errors = preflight.errors(findings)
     result = {

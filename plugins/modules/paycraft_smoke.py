@@ -16,16 +16,21 @@ description:
   - C(suite_config) fetches the SuiteConfig the SDK fetches, C(GET {api_url}{config_path}?apiKey={api_key}),
     through the gateway, and checks its shape (C(tenant_id), C(products), C(providers), C(paywall),
     C(cache_ttl_seconds)).
-  - C(gateway) requests C(GET {api_url}/); any HTTP answer means Kong is up (it answers an unmatched C(/)
-    with 404 C({"message":"no Route matched with those values"})).
-  - C(postgres) speaks the PostgreSQL wire protocol like C(pg_isready) (a StartupMessage for user
-    C(postgres), no password, never logs in) and reports C(accepting), C(rejecting) or C(no response).
-  - C(dashboard) sends C(HEAD {dashboard_url}) (C(GET) when HEAD is refused with 405) and expects a 2xx or
-    3xx status line, like C(curl -fsSI).
-  - Every failed probe names the runbook's likely cause (Troubleshooting, section 7) and the next commands
-    to run. The probes are read-only; the module never reports a change.
+  - C(gateway) requests C(GET {api_url}/) and passes only on Kong's own answer there, 404
+    C({"message":"no Route matched with those values"}) (or a non-error answer that Kong signs in its C(Server) header).
+    Any 5xx fails it (C(gateway_error)); another answer means something else holds the port (C(not_kong)).
+  - C(auth) requests GoTrue's C(GET {api_url}{auth_path}) (C(/auth/v1/health)) through the gateway and passes
+    on 200 with GoTrue's health document (C(version), C(name)).
+  - C(postgres) first speaks the PostgreSQL wire protocol like C(pg_isready) (C(accepting), C(rejecting) or
+    C(no response)), then logs in as O(db_user) with the password and runs C(SELECT 1). A refused password
+    fails it at once with the runbook's "Postgres container exits during boot".
+  - C(dashboard) sends C(HEAD {dashboard_url}) (C(GET) when HEAD is refused with 405), follows redirects and
+    expects a 200 at the end, like C(curl -fsSIL).
+  - Every failed probe names its likely cause, the runbook section that cause comes from (most are
+    in Troubleshooting, section 7) and the next commands to run. The probes are read-only; the module
+    never reports a change.
 author:
-  - PayCraft self-hosting contributors
+  - paycraft.selfhost maintainers (@paycraft)
 options:
   api_url:
     description:
@@ -53,6 +58,11 @@ options:
       - The anon key (C(PAYCRAFT_ANON_KEY)). When given it is sent as C(apikey) and
         C(Authorization) (C(Bearer <anon_key>)) headers, as the SDK does.
     type: str
+  auth_path:
+    description:
+      - Path of GoTrue's health endpoint under O(api_url).
+    type: str
+    default: /auth/v1/health
   dashboard_url:
     description:
       - The dashboard URL (C(PAYCRAFT_DASHBOARD_URL)).
@@ -68,13 +78,33 @@ options:
       - Port on which Postgres is published (runbook C(54322)).
     type: int
     default: 54322
+  db_user:
+    description:
+      - Role the C(postgres) probe logs in as.
+    type: str
+    default: postgres
+  db_name:
+    description:
+      - Database the C(postgres) probe logs in to.
+    type: str
+    default: postgres
+  db_password:
+    description:
+      - Password of O(db_user). When empty, C(PAYCRAFT_DB_PASSWORD) of O(env_file) on the managed host.
+      - Required (directly or through O(env_file)) when O(probes) contains C(postgres). Never logged.
+    type: str
+  env_file:
+    description:
+      - The env file on the managed host (C(/etc/paycraft/paycraft.env)); its C(PAYCRAFT_DB_PASSWORD) is the
+        password of the C(postgres) probe when O(db_password) is empty. The secret stays on the host.
+    type: path
   probes:
     description:
       - The probes to run, in parallel.
     type: list
     elements: str
-    choices: [suite_config, gateway, postgres, dashboard]
-    default: [suite_config, gateway, postgres, dashboard]
+    choices: [suite_config, gateway, auth, postgres, dashboard]
+    default: [suite_config, gateway, auth, postgres, dashboard]
   timeout:
     description:
       - Seconds all probes together may take. Each probe retries until it passes or this deadline expires;
@@ -107,11 +137,13 @@ attributes:
     description: Nothing changes, so there is no diff.
     support: none
 notes:
-  - Redirects are not followed (like C(curl) without C(-L)); a 3xx answer of the dashboard passes.
-  - The api key and the anon key are never part of a result, a failure message or the log (a body that echoes
-    them back is redacted). In an ad-hoc run (C(ansible -m ... -a ...)) pass them through variables
-    (C(-a 'api_key={{ key }}' -e @vault.yml)), because ansible-core prints the literal C(-a) string of a failed
-    ad-hoc task.
+  - The dashboard probe follows redirects (like C(curl -L)) and needs a 200 at the end; a 3xx alone fails.
+  - The smoke role always includes C(suite_config); a subset without it (the stack role's wait for Postgres)
+    proves only the components it names.
+  - The api key, the anon key and the database password are never part of a result, a failure message or the
+    log (a body that echoes them back is redacted). In an ad-hoc run (C(ansible -m ... -a ...)) pass them
+    through variables (C(-a 'api_key={{ key }}' -e @vault.yml)), because ansible-core prints the literal C(-a)
+    string of a failed ad-hoc task.
   - Proxies set in the environment (C(http_proxy), C(https_proxy), C(no_proxy)) apply, as they do for C(curl).
   - The probes and causes follow the PayCraft self-hosting runbook, section 6 (Smoke test) and section 7
     (Troubleshooting).
@@ -121,11 +153,13 @@ EXAMPLES = r"""
 - name: Smoke-test the stack on this host
   paycraft.selfhost.paycraft_smoke:
     api_key: pk_test_local
-    anon_key: "{{ paycraft_env.PAYCRAFT_ANON_KEY }}"
+    api_key_file: /etc/paycraft/smoke-user.json
+    env_file: /etc/paycraft/paycraft.env
 
 - name: Wait at most 30 s for Postgres and the gateway only
   paycraft.selfhost.paycraft_smoke:
     probes: [gateway, postgres]
+    env_file: /etc/paycraft/paycraft.env
     timeout: 30
 
 - name: Probe a TLS-terminated deployment behind a sub-path
@@ -147,7 +181,7 @@ summary:
   description: One line with the count of passed probes and each probe's latency.
   returned: always
   type: str
-  sample: "smoke: 4/4 probes passed (suite_config 35 ms, gateway 3 ms, postgres 2 ms, dashboard 12 ms)"
+  sample: "smoke: 5/5 probes passed (suite_config 35 ms, gateway 3 ms, auth 4 ms, postgres 9 ms, dashboard 12 ms)"
 probes:
   description: One result per probe that ran, keyed by probe name.
   returned: always
@@ -164,7 +198,8 @@ probes:
       type: float
     status:
       description:
-        - HTTP status of the last answer, or the Postgres state (C(accepting), C(rejecting), C(no response)),
+        - HTTP status of the last answer, or the Postgres state (C(logged in), C(login refused), C(query failed),
+          C(rejecting), C(no response)),
           or when no HTTP answer came C(refused), C(timeout), C(closed) or C(tls).
       type: raw
     detail:
@@ -174,14 +209,16 @@ probes:
       description: Key of the cause in the collection's Troubleshooting table; null when the probe passed.
       type: str
     cause:
-      description: The likely cause, the runbook's Troubleshooting heading where it has one.
+      description: The likely cause, one sentence.
       type: str
     explanation:
-      description: The runbook's explanation of that cause.
+      description: What that cause means and how to fix it.
       type: str
     runbook:
-      description: Whether the cause is a Troubleshooting entry of the runbook (else one of the collection's).
-      type: bool
+      description:
+        - The runbook section the cause comes from, for example C(runbook section 7, 'Port already in use');
+          null for a cause the runbook does not list.
+      type: str
     next:
       description: The next commands to run (paths relative to C(infra/selfhost), as in the runbook).
       type: list
@@ -191,8 +228,8 @@ probes:
       ok: true
       attempts: 1
       latency_ms: 2.1
-      status: accepting
-      detail: server requests authentication (accepting connections)
+      status: logged in
+      detail: logged in as postgres, SELECT 1 returned 1
       cause_id: null
       cause: null
       explanation: null
@@ -211,13 +248,14 @@ suite_config:
 msg:
   description:
     - On failure, the summary then one line per failed probe, in the form
-      C(<probe>) C(<what was seen>) — likely cause C(<heading>), then C(Next) and the commands.
+      C(<probe>) C(<what was seen>) — likely cause C(<heading>), the runbook section in parentheses when the
+      cause comes from one, then C(Next) and the commands.
   returned: failure
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres, smoke
 
 ARGUMENT_SPEC = {
     "api_url": {"type": "str", "default": smoke.DEFAULTS["api_url"]},
@@ -225,9 +263,14 @@ ARGUMENT_SPEC = {
     "api_key": {"type": "str", "no_log": True},
     "api_key_file": {"type": "path"},
     "anon_key": {"type": "str", "no_log": True},
+    "auth_path": {"type": "str", "default": smoke.DEFAULTS["auth_path"]},
     "dashboard_url": {"type": "str", "default": smoke.DEFAULTS["dashboard_url"]},
     "db_host": {"type": "str", "default": smoke.DEFAULTS["db_host"]},
     "db_port": {"type": "int", "default": smoke.DEFAULTS["db_port"]},
+    "db_user": {"type": "str", "default": smoke.DEFAULTS["db_user"]},
+    "db_name": {"type": "str", "default": smoke.DEFAULTS["db_name"]},
+    "db_password": {"type": "str", "no_log": True},
+    "env_file": {"type": "path"},
     "probes": {"type": "list", "elements": "str", "choices": list(smoke.PROBES), "default": list(smoke.PROBES)},
     "timeout": {"type": "float", "default": smoke.DEFAULTS["timeout"]},
     "interval": {"type": "float", "default": smoke.DEFAULTS["interval"]},
@@ -245,6 +288,12 @@ def main():
             params["api_key"] = smoke.read_api_key_file(key_file)
         except (OSError, ValueError) as exc:
             module.fail_json(msg=f"paycraft_smoke: cannot read an api_key from {key_file}: {exc}", changed=False)
+    env_file = params.pop("env_file")
+    if not params.get("db_password") and env_file and "postgres" in params["probes"]:
+        try:
+            params["db_password"] = _postgres.password_from_env_file(env_file)
+        except _postgres.PostgresError as exc:
+            module.fail_json(msg=f"paycraft_smoke: {exc.message}", changed=False)
     errors = smoke.validate(params)
     if errors:
         module.fail_json(msg="paycraft_smoke: invalid parameters: " + "; ".join(errors), changed=False)

@@ -1,6 +1,6 @@
 """Run the paycraft_migrate engine in its own process (stress tests and benchmarks).
 
-Usage: python run_engine.py MIGRATIONS_DIR [lock_timeout]
+Usage: python run_engine.py MIGRATIONS_DIR [lock_timeout] [rerun]   (rerun: rerun_interrupted=True)
 Connection from PGHOST, PGPORT, PGUSER, PGDATABASE and PGPASSWORD (never argv).
 Prints the result as one JSON line; exit 0 on success, 1 with the error on stderr.
 """
@@ -25,7 +25,8 @@ def main() -> int:
     }
     lock_timeout = float(sys.argv[2]) if len(sys.argv) > 2 else 60
     try:
-        res = migrate.run(params, sys.argv[1], lock_timeout=lock_timeout)
+        rerun = len(sys.argv) > 3 and sys.argv[3] == "rerun"
+        res = migrate.run(params, sys.argv[1], lock_timeout=lock_timeout, rerun_interrupted=rerun)
     except migrate.MigrateError as exc:
         print(exc.message, file=sys.stderr)
         return 1

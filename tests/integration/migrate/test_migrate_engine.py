@@ -176,6 +176,7 @@ def test_no_transaction_opt_out(pg_db, mdir):
     err = ei.value
     assert err.details["line"] == 4 and err.details["sqlstate"] == "42703"
     assert "statements before the failing one stay committed and no ledger row was written" in err.message
+    assert "rerun_interrupted=002_idx" in err.message
     # half-way state: the earlier statements committed, no ledger row
     assert query(pg_db, "SELECT to_regclass('big_x') IS NOT NULL, to_regclass('after_idx') IS NOT NULL") == [
         (True, True)
@@ -185,9 +186,83 @@ def test_no_transaction_opt_out(pg_db, mdir):
         "-- paycraft:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS big_x ON big(x);\n"
         "CREATE TABLE IF NOT EXISTS after_idx(y int);\n"
     )
-    res = migrate.run(pg_db, str(mdir))
+    with pytest.raises(MigrateError, match="were interrupted half-way"):
+        migrate.run(pg_db, str(mdir))
+    res = migrate.run(pg_db, str(mdir), rerun_interrupted=["002_idx"])
     assert [a["version"] for a in res.applied] == ["002_idx"]
     assert [r[0] for r in ledger(pg_db)] == ["001_t", "002_idx"]
+    assert query(pg_db, "SELECT count(*) FROM _paycraft_migrations_started") == [(0,)]
+
+
+def test_interrupted_no_transaction_file_is_reported_with_its_invalid_index(pg_db, mdir):
+    """A no-transaction file that died half-way: the next run names it and the INVALID index it left."""
+    write_migrations(
+        mdir,
+        {
+            "001_t.sql": "CREATE TABLE big(x int);\nINSERT INTO big VALUES (1), (1);\n",
+            "002_uniq.sql": (
+                "-- paycraft:no-transaction\nCREATE TABLE IF NOT EXISTS before_idx(y int);\n"
+                "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS big_x_uniq ON big(x);\n"
+            ),
+            "003_later.sql": "CREATE TABLE later(z int);\n",
+        },
+    )
+    with pytest.raises(MigrateError) as ei:
+        migrate.run(pg_db, str(mdir))
+    assert ei.value.details["sqlstate"] == "23505" and ei.value.details["line"] == 3
+    assert query(pg_db, "SELECT version FROM _paycraft_migrations_started") == [("002_uniq",)]
+
+    with pytest.raises(MigrateError) as ei:
+        migrate.run(pg_db, str(mdir))
+    err = ei.value
+    assert "002_uniq.sql started at " in err.message and "never finished" in err.message
+    assert "INVALID index(es) left behind: public.big_x_uniq ON public.big" in err.message
+    assert "rerun_interrupted=002_uniq" in err.message and "Nothing was applied" in err.message
+    assert [i["version"] for i in err.details["interrupted"]] == ["002_uniq"]
+    assert err.result.interrupted[0]["invalid_indexes"] == ["public.big_x_uniq ON public.big"]
+    assert query(pg_db, "SELECT to_regclass('later')") == [(None,)]
+    # check mode tells the same
+    with pytest.raises(MigrateError, match="were interrupted half-way"):
+        migrate.run(pg_db, str(mdir), check_mode=True)
+    # the ledger keeps the runbook's shape: the bash applier sees 001 applied, 002 not
+    assert [r[0] for r in ledger(pg_db)] == ["001_t"]
+
+    # the operator repairs the data, drops the broken index, and re-runs explicitly
+    query(pg_db, "DELETE FROM big WHERE ctid NOT IN (SELECT min(ctid) FROM big GROUP BY x)")
+    query(pg_db, "DROP INDEX big_x_uniq")
+    res = migrate.run(pg_db, str(mdir), rerun_interrupted=True)
+    assert [a["version"] for a in res.applied] == ["002_uniq", "003_later"]
+    assert res.interrupted[0]["version"] == "002_uniq"
+    assert "re-run interrupted 002_uniq (rerun_interrupted)" in res.lines
+    assert query(pg_db, "SELECT count(*) FROM _paycraft_migrations_started") == [(0,)]
+    assert migrate.run(pg_db, str(mdir)).interrupted == []
+
+
+def test_a_file_the_bash_applier_finished_is_no_longer_interrupted(pg_db, mdir):
+    write_migrations(mdir, {"001_i.sql": "-- paycraft:no-transaction\nCREATE TABLE a(x int);\nSELECT 1/0;\n"})
+    with pytest.raises(MigrateError):
+        migrate.run(pg_db, str(mdir))
+    query(pg_db, "INSERT INTO _paycraft_migrations(version) VALUES ('001_i')")  # as migrations-bootstrap.sh does
+    res = migrate.run(pg_db, str(mdir))
+    assert res.interrupted == [] and res.adopted == ["001_i"]
+    assert query(pg_db, "SELECT count(*) FROM _paycraft_migrations_started") == [(0,)]
+
+
+def test_concurrently_in_a_transactional_file_names_the_marker(pg_db, mdir):
+    write_migrations(mdir, {"001_t.sql": "CREATE TABLE t(x int);\n",
+                            "002_i.sql": "CREATE INDEX CONCURRENTLY i ON t(x);\n"})
+    with pytest.raises(MigrateError) as ei:
+        migrate.run(pg_db, str(mdir))
+    assert ei.value.message.startswith("002_i.sql line 1: CREATE INDEX CONCURRENTLY cannot run inside a transaction")
+    assert "-- paycraft:no-transaction" in ei.value.message
+    assert query(pg_db, "SELECT to_regclass('_paycraft_migrations')") == [(None,)] or ledger(pg_db) == []
+
+
+def test_copy_with_a_column_list_is_refused_with_file_and_line(pg_db, mdir):
+    write_migrations(mdir, {"001_c.sql": "CREATE TABLE t(a int, b int);\nCOPY t (a, b) FROM stdin;\n1\t2\n\\.\n"})
+    with pytest.raises(MigrateError, match=r"001_c\.sql line 2: COPY \.\.\. FROM STDIN needs psql's inline data"):
+        migrate.run(pg_db, str(mdir))
+    assert query(pg_db, "SELECT to_regclass('t')") == [(None,)]
 
 
 def test_check_mode_lists_exactly_what_would_run(pg_db, mdir):

@@ -96,9 +96,9 @@ def process_list() -> str:
     return "\n".join(out)
 
 
-def run_engine(params, mdir, **kw):
+def run_engine(params, mdir, *extra, **kw):
     return subprocess.Popen(
-        [sys.executable, str(RUN_ENGINE), str(mdir), "30"],
+        [sys.executable, str(RUN_ENGINE), str(mdir), "30", *extra],
         env=engine_env(params),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -154,3 +154,97 @@ def test_two_runs_at_once_apply_each_migration_once(fresh_db, tmp_path):
         assert len(ledger) == N_FILES + 1
         assert all(effects[f"{i:03d}_step"] == 1 for i in range(1, N_FILES + 1))
         assert all(n == 5000 for n in tables.values()) and len(tables) == N_FILES
+
+
+N_NT = 6  # no-transaction files of the second corpus
+
+
+def corpus_no_transaction(directory):
+    """Files that opt out of the transaction (idempotent, as the module doc asks), between transactional ones."""
+    files = {"000_base.sql": "CREATE TABLE effects(version text NOT NULL);\n"}
+    for i in range(1, N_NT + 1):
+        files[f"{i:03d}_nt.sql"] = (
+            "-- paycraft:no-transaction\n"
+            f"CREATE TABLE IF NOT EXISTS n{i}(id int PRIMARY KEY, v text);\n"
+            f"INSERT INTO n{i} SELECT g, md5(g::text) FROM generate_series(1, 20000) g ON CONFLICT DO NOTHING;\n"
+            "SELECT pg_sleep(0.03);\n"
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS n{i}_v ON n{i}(v);\n"
+            "SELECT pg_sleep(0.03);\n"
+        )
+        files[f"{i:03d}_tx.sql"] = f"INSERT INTO effects(version) VALUES ('{i:03d}_tx');\n"
+    return write_migrations(directory, files)
+
+
+def nt_state(params):
+    """(ledger versions, started marks, no-tx files with any effect, invalid indexes)."""
+    ledger = set()
+    if query(params, "SELECT to_regclass('_paycraft_migrations')") != [(None,)]:
+        ledger = {r[0] for r in query(params, "SELECT version FROM _paycraft_migrations")}
+    marks = set()
+    if query(params, "SELECT to_regclass('_paycraft_migrations_started')") != [(None,)]:
+        marks = {r[0] for r in query(params, "SELECT version FROM _paycraft_migrations_started")}
+    touched = {f"{i:03d}_nt" for i in range(1, N_NT + 1)
+               if query(params, "SELECT to_regclass(%s)", (f"n{i}",)) != [(None,)]}
+    invalid = [r[0] for r in query(params, "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                           "WHERE NOT i.indisvalid")]
+    return ledger, marks, touched, invalid
+
+
+def assert_no_silent_half_file(params):
+    """A no-transaction file is applied (ledger row, all its effects), or marked as started, or untouched."""
+    ledger, marks, touched, invalid = nt_state(params)
+    for i in range(1, N_NT + 1):
+        v = f"{i:03d}_nt"
+        assert not (v in ledger and v in marks), v
+        if v in ledger:
+            assert query(params, f"SELECT count(*) FROM n{i}") == [(20000,)]
+            assert query(params, "SELECT to_regclass(%s) IS NOT NULL", (f"n{i}_v",)) == [(True,)]
+        elif v not in marks:
+            assert v not in touched, f"{v} left effects without a started mark"
+    assert all(name in {f"n{i}_v" for i in range(1, N_NT + 1)} for name in invalid), invalid
+    return ledger, marks, invalid
+
+
+def test_kill_9_inside_no_transaction_files_is_visible_and_rerun_on_request(fresh_db, tmp_path):
+    mdir = corpus_no_transaction(tmp_path / "nt")
+    rng = random.Random(18)
+    params = fresh_db()
+    t0 = time.monotonic()
+    proc = run_engine(params, mdir)
+    assert proc.wait(120) == 0, proc.stderr.read()
+    full = time.monotonic() - t0
+    total = 1 + 2 * N_NT
+    interrupted = 0
+    for _ in range(TRIALS):
+        params = fresh_db()
+        proc = run_engine(params, mdir)
+        time.sleep(rng.uniform(0.05, full))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+        _ledger, marks, invalid = assert_no_silent_half_file(params)
+        again = run_engine(params, mdir)
+        out, err = again.communicate(timeout=120)
+        if marks:
+            interrupted += 1
+            # the next run names the file (and any INVALID index) and applies nothing
+            assert again.returncode == 1, out
+            assert "were interrupted half-way" in err and "rerun_interrupted=" in err
+            for version in marks:
+                assert f"{version}.sql started at " in err
+            for name in invalid:
+                assert f"public.{name} ON " in err
+            assert nt_state(params)[1] == marks
+            # the operator drops the broken indexes, then re-runs explicitly
+            for name in invalid:
+                query(params, f'DROP INDEX IF EXISTS "{name}"')
+            again = run_engine(params, mdir, "rerun")
+            out, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        assert len(json.loads(out)["applied"]) + json.loads(out)["skipped"] == total
+        ledger, marks, invalid = assert_no_silent_half_file(params)
+        assert len(ledger) == total and marks == set() and invalid == []
+        effects = dict(query(params, "SELECT version, count(*) FROM effects GROUP BY version"))
+        assert effects == {f"{i:03d}_tx": 1 for i in range(1, N_NT + 1)}
+    assert interrupted >= TRIALS // 5, f"only {interrupted} of {TRIALS} kills landed in a no-transaction file"

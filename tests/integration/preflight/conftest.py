@@ -53,9 +53,13 @@ class PlayResult:
 
 @pytest.fixture
 def run_preflight(tmp_path):
-    """run_preflight(vars, check=False) -> PlayResult of playbooks/preflight.yml on localhost."""
+    """run_preflight(vars, check=False, interpreter=None, playbook=PLAYBOOK) -> PlayResult on localhost.
 
-    def run(extra_vars: dict, check: bool = False) -> PlayResult:
+    ``interpreter``: the target's Python (default: this virtualenv's).
+    """
+
+    def run(extra_vars: dict, check: bool = False, interpreter: str | None = None,
+            playbook: Path = PLAYBOOK) -> PlayResult:
         vars_file = tmp_path / "vars.json"
         vars_file.write_text(json.dumps(extra_vars))
         env = dict(os.environ)
@@ -68,7 +72,8 @@ def run_preflight(tmp_path):
             "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
         })
         cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-               "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{vars_file}", str(PLAYBOOK)]
+               "-e", f"ansible_python_interpreter={interpreter or sys.executable}", "-e", f"@{vars_file}",
+               str(playbook)]
         if check:
             cmd.append("--check")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)

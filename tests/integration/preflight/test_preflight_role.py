@@ -13,10 +13,11 @@ import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import preflight as lib
-from paycraft_testlib import free_port, missing, wait_for
+from paycraft_testlib import cpython, free_port, missing, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -88,8 +89,9 @@ def test_clean_pass_reports_every_check_and_changes_nothing(run_preflight, base_
     assert facts["disk"][base_vars["paycraft_root"]]["measured_at"] == os.path.dirname(base_vars["paycraft_root"])
     assert facts["ports"][str(base_vars["paycraft_preflight_ports"][0])]["free"] is True
     assert facts["python_modules"] == {"psycopg2": True, "requests": True}
+    assert lib.parse_version(facts["python"]["version"]) >= (3, 9, 0) and facts["python"]["interpreter"]
     assert {f["check"] for f in pf["findings"]} == {
-        "docker_version", "compose_version", "memory", "disk", "ports", "tools", "python_modules"}
+        "docker_version", "compose_version", "memory", "disk", "ports", "tools", "python", "python_modules"}
     assert all(f["severity"] == "info" for f in pf["findings"])
     # the report is printed for the operator
     report = result.task("Report every preflight finding")["msg"]
@@ -280,3 +282,35 @@ def test_module_adhoc_fails_once_with_every_error(tmp_path):
     assert lines[1].startswith("- Docker Engine ") and " on web1 is older than the required 99.0" in lines[1]
     assert lines[2].startswith(f"- {tool} is not on the PATH on web1")
     assert res["errors"] == 2 and len(res["findings"]) >= 7
+
+
+# ------------------------------------------------------------ target Python
+PYTHON_TASK = "Check that the collection's modules can run on the Python (3.9 or later)"
+FACTS_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "preflight_facts.yml"
+
+
+def test_python_older_than_3_9_stops_preflight_in_one_line_before_any_module(run_preflight, base_vars):
+    old, version = cpython(8)
+    result = run_preflight(base_vars, interpreter=old, playbook=FACTS_PLAYBOOK)
+    assert result.rc != 0
+    assert result.failed_tasks() == [PYTHON_TASK + " of localhost"]
+    message = result.task(PYTHON_TASK)["msg"]
+    assert message == (
+        f"Preflight failed on localhost: Python {version} ({old}) is older than 3.9, the oldest the collection's "
+        f"modules run on. {lib.PYTHON_FIX}")
+    with pytest.raises(KeyError):
+        result.preflight  # noqa: B018 - the module never ran on that interpreter
+    assert result.stats["changed"] == 0
+
+
+def test_python_3_9_passes_and_runs_every_check(run_preflight, base_vars):
+    """The module and its module_utils run on the oldest Python the collection supports."""
+    py39, _ = cpython(9)
+    result = run_preflight({**base_vars, "paycraft_preflight_python_modules": []}, interpreter=py39,
+                           playbook=FACTS_PLAYBOOK)
+    assert result.task(PYTHON_TASK).get("skipped") is True
+    pf = result.preflight
+    assert pf["errors"] == 0, pf["report"]
+    assert pf["facts"]["python"]["version"].startswith("3.9.")
+    assert [f["severity"] for f in pf["findings"] if f["check"] == "python"] == ["info"]
+    assert result.rc == 0, result.stdout

@@ -525,5 +525,5 @@ def test_dashboard_runs_an_app_with_npm(net, tmp_path):
                    "npm install --no-audit --no-fund && npm run build && npm run start -- -p 3000",
                    publish=3000, volumes=(f"{app}:/app",))
     base = f"http://127.0.0.1:{host_port(dash, 3000)}"
-    wait_for(lambda: answers(base + "/"), timeout=60, what=f"the dashboard app\n{logs(dash)[-2000:]}")
+    wait_for(lambda: answers(base + "/"), timeout=180, what=f"the dashboard app\n{logs(dash)[-2000:]}")
     assert http("GET", base + "/")[2] == "built by npm run build"

@@ -8,7 +8,9 @@
 * With Docker (``docker``): the runbook by hand on v1.0.0 — images built,
   repository cloned by ``file://``, ``.env`` from openssl, ``docker compose
   up``, the release's migrations-bootstrap.sh, then the request path
-  through Kong on 54321 and the dashboard on 3000.
+  through Kong on 54321 and the dashboard on 3000. The stack runs inside a
+  disposable Docker-in-Docker host (``dind_host``), under the runbook's names;
+  54321 and 3000 are reached through the ports that host publishes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ from pathlib import Path
 import jwt
 import pytest
 from conftest_release import (  # noqa: F401 - fixtures
-    API,
     CONTAINERS,
-    DASHBOARD,
     MIGRATIONS_V1_0_0,
     MIGRATIONS_V1_1_0,
     checkout,
@@ -34,15 +34,16 @@ from conftest_release import (  # noqa: F401 - fixtures
     compose,
     container_state,
     db_bootstrap,
+    docker,
     fixture_images,
     fixture_origin,
+    fixture_ref_host,
     fixture_supa_db,
     http,
     logs,
     make_release,
     migrations_bootstrap,
     path_without,
-    port_in_use,
     run,
     runbook_stack,
     signup,
@@ -293,14 +294,14 @@ def test_upgrade_to_v1_1_0_backfills_and_v1_1_1_fails_part_way(origin, tmp_path,
 
 
 @pytest.fixture(scope="module")
-def stack(images, origin, tmp_path_factory):
-    """v1.0.0 up by hand, as runbook section 2 does it; torn down with -v."""
-    with runbook_stack(origin, tmp_path_factory.mktemp("stack"), "v1.0.0") as up:
+def stack(ref_host, origin, tmp_path_factory):
+    """v1.0.0 up by hand on the DinD host, as runbook section 2 does it; torn down with -v."""
+    with runbook_stack(ref_host, origin, tmp_path_factory.mktemp("stack"), "v1.0.0") as up:
         yield up
 
 
 def functions_ready(stack):
-    wait_http(f"{API}/functions/v1/config", ok=lambda r: r.status == 400, timeout=180,
+    wait_http(f"{stack['api']}/functions/v1/config", ok=lambda r: r.status == 400, timeout=180,
               what="the config function behind Kong (edge runtime up)")
 
 
@@ -308,34 +309,37 @@ def functions_ready(stack):
 def test_postgres_healthy_and_migrations_applied(stack, tmp_path):
     assert summary(stack["bootstrap"].stdout) == (MIGRATIONS_V1_0_0, 0)
     # without a local psql the script falls back to docker exec, and skips everything
-    again = migrations_bootstrap(stack["selfhost"], extra_env={"PATH": path_without("psql", tmp_path / "bin")})
+    host = stack["host"]
+    again = migrations_bootstrap(stack["selfhost"], extra_env={"PATH": path_without("psql", tmp_path / "bin")},
+                                 host=host)
     assert summary(again.stdout) == (0, MIGRATIONS_V1_0_0)
-    out = run(["docker", "exec", CONTAINERS["db"], "pg_isready", "-U", "postgres"]).stdout
+    out = docker(host, "exec", CONTAINERS["db"], "pg_isready", "-U", "postgres").stdout
     assert "accepting connections" in out
-    volumes = run(["docker", "volume", "ls", "-q"]).stdout.split()
+    volumes = docker(host, "volume", "ls", "-q").stdout.split()
     assert "selfhost_paycraft-db" in volumes
-    ledger = run(["docker", "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-tAc",
-                  "SELECT count(*) FROM _paycraft_migrations"]).stdout.strip()
+    ledger = docker(host, "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-tAc",
+                    "SELECT count(*) FROM _paycraft_migrations").stdout.strip()
     assert ledger == str(MIGRATIONS_V1_0_0)
 
 
 @pytest.mark.docker
 def test_signup_then_config_through_kong(stack):
+    api = stack["api"]
     functions_ready(stack)
     anon = stack["env"]["PAYCRAFT_ANON_KEY"]
-    session = signup(f"owner-{uuid.uuid4().hex[:8]}@acme.test", "correct horse battery", anon)
+    session = signup(api, f"owner-{uuid.uuid4().hex[:8]}@acme.test", "correct horse battery", anon)
     token = session["access_token"]
     auth = {"apikey": anon, "Authorization": f"Bearer {token}"}
-    keys = http("GET", f"{API}/rest/v1/api_keys?select=key", headers=auth)
+    keys = http("GET", f"{api}/rest/v1/api_keys?select=key", headers=auth)
     assert keys.status == 200, keys.text
     assert len(keys.json_body) == 1
     key = keys.json_body[0]["key"]
     assert re.fullmatch(r"pk_test_[0-9a-f]{32}", key)
-    members = http("GET", f"{API}/rest/v1/tenant_members?select=tenant_id,role", headers=auth)
+    members = http("GET", f"{api}/rest/v1/tenant_members?select=tenant_id,role", headers=auth)
     assert members.status == 200 and len(members.json_body) == 1
     assert members.json_body[0]["role"] == "owner"
 
-    r = http("GET", f"{API}/functions/v1/config?apiKey={key}")
+    r = http("GET", f"{api}/functions/v1/config?apiKey={key}")
     assert r.status == 200, r.text
     assert r.headers.get("content-type", "").startswith("application/json")
     cfg = r.json_body
@@ -344,39 +348,41 @@ def test_signup_then_config_through_kong(stack):
     assert cfg["cache_ttl_seconds"] == 3600
 
     # a second account cannot see the first one's key (RLS) and has its own tenant
-    other = signup(f"other-{uuid.uuid4().hex[:8]}@acme.test", "another long password", anon)
-    other_keys = http("GET", f"{API}/rest/v1/api_keys?select=key",
+    other = signup(api, f"other-{uuid.uuid4().hex[:8]}@acme.test", "another long password", anon)
+    other_keys = http("GET", f"{api}/rest/v1/api_keys?select=key",
                       headers={"apikey": anon, "Authorization": f"Bearer {other['access_token']}"})
     assert other_keys.status == 200 and [k["key"] for k in other_keys.json_body] != [key]
     assert len(other_keys.json_body) == 1
     # anon sees nothing
-    anon_keys = http("GET", f"{API}/rest/v1/api_keys?select=key", headers={"apikey": anon,
+    anon_keys = http("GET", f"{api}/rest/v1/api_keys?select=key", headers={"apikey": anon,
                                                                           "Authorization": f"Bearer {anon}"})
     assert anon_keys.status == 200 and anon_keys.json_body == []
 
 
 @pytest.mark.docker
 def test_config_errors_and_unknown_function(stack):
+    api = stack["api"]
     functions_ready(stack)
-    r = http("GET", f"{API}/functions/v1/config")
+    r = http("GET", f"{api}/functions/v1/config")
     assert (r.status, r.json_body["error"]) == (400, "missing_apiKey")
-    r = http("GET", f"{API}/functions/v1/config?apiKey=pk_test_{'0' * 32}")
+    r = http("GET", f"{api}/functions/v1/config?apiKey=pk_test_{'0' * 32}")
     assert (r.status, r.json_body) == (401, {"error": "invalid_apiKey"})
-    r = http("GET", f"{API}/functions/v1/config?apiKey=garbage")
+    r = http("GET", f"{api}/functions/v1/config?apiKey=garbage")
     assert (r.status, r.json_body) == (401, {"error": "invalid_apiKey"})
-    r = http("GET", f"{API}/functions/v1/nope")
+    r = http("GET", f"{api}/functions/v1/nope")
     assert (r.status, r.json_body) == (404, {"message": "Function not found"})
-    r = http("GET", f"{API}/")
+    r = http("GET", f"{api}/")
     assert r.status == 404 and "no Route matched" in r.text
 
 
 @pytest.mark.docker
 def test_service_key_signed_with_another_secret_fails(stack):
+    api = stack["api"]
     functions_ready(stack)
     selfhost = stack["selfhost"]
     anon = stack["env"]["PAYCRAFT_ANON_KEY"]
-    session = signup(f"keys-{uuid.uuid4().hex[:8]}@acme.test", "yet another password", anon)
-    key = http("GET", f"{API}/rest/v1/api_keys?select=key",
+    session = signup(api, f"keys-{uuid.uuid4().hex[:8]}@acme.test", "yet another password", anon)
+    key = http("GET", f"{api}/rest/v1/api_keys?select=key",
                headers={"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}).json_body[0]["key"]
     now = int(time.time())
     wrong = jwt.encode({"role": "service_role", "iss": "supabase", "iat": now, "exp": now + 3600},
@@ -386,81 +392,84 @@ def test_service_key_signed_with_another_secret_fails(stack):
     try:
         env_file.write_text(re.sub(r"^PAYCRAFT_SERVICE_ROLE_KEY=.*$", f"PAYCRAFT_SERVICE_ROLE_KEY={wrong}",
                                    original, flags=re.M))
-        compose(selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
-        r = wait_http(f"{API}/functions/v1/config?apiKey={key}", ok=lambda r: r.status not in (502, 503, 504),
+        compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
+        r = wait_http(f"{api}/functions/v1/config?apiKey={key}", ok=lambda r: r.status not in (502, 503, 504),
                       timeout=120, what="the recreated edge runtime")
         assert r.status == 401, r.text
         assert r.json_body["error"] == "service_role_key_rejected"
         assert "PAYCRAFT_JWT_SECRET" in r.json_body["message"]
         assert "generate-keys.sh" in r.json_body["message"]
         # rest itself says why, as PostgREST does
-        direct = http("POST", f"{API}/rest/v1/rpc/get_suite_config", {"p_api_key": key},
+        direct = http("POST", f"{api}/rest/v1/rpc/get_suite_config", {"p_api_key": key},
                       headers={"apikey": wrong, "Authorization": f"Bearer {wrong}"})
         assert direct.status == 401
     finally:
         env_file.write_text(original)
-        compose(selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
-    r = wait_http(f"{API}/functions/v1/config?apiKey={key}", ok=lambda r: r.status == 200, timeout=120,
+        compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
+    r = wait_http(f"{api}/functions/v1/config?apiKey={key}", ok=lambda r: r.status == 200, timeout=120,
                   what="the edge runtime with the right key again")
     assert r.json_body["tenant_id"].startswith("tenant-")
 
 
 @pytest.mark.docker
 def test_dashboard_answers_on_3000(stack):
-    r = wait_http(f"{DASHBOARD}/", ok=lambda r: r.status == 200, timeout=180,
+    dashboard = stack["dashboard"]
+    r = wait_http(f"{dashboard}/", ok=lambda r: r.status == 200, timeout=180,
                   what="the dashboard (npm install && npm run build && npm run start -- -p 3000)")
     assert "PayCraft Dashboard" in r.text
     assert stack["env"]["PAYCRAFT_SERVICE_ROLE_KEY"] not in r.text
-    health = http("GET", f"{DASHBOARD}/api/health")
+    health = http("GET", f"{dashboard}/api/health")
     assert health.status == 200
     assert health.json_body["status"] == "ok" and health.json_body["version"] == "1.0.0"
     assert health.json_body["serviceRoleConfigured"] is True
     assert stack["env"]["PAYCRAFT_SERVICE_ROLE_KEY"] not in health.text
-    state = container_state(CONTAINERS["dashboard"])
-    assert state.get("Running"), logs(CONTAINERS["dashboard"])
+    state = container_state(stack["host"], CONTAINERS["dashboard"])
+    assert state.get("Running"), logs(stack["host"], CONTAINERS["dashboard"])
 
 
 # --- the later tags on the same stack (runs last: it moves the checkout) ----
 
 
-def config_for(key: str, ok) -> object:
-    return wait_http(f"{API}/functions/v1/config?apiKey={key}", ok=ok, timeout=120,
+def config_for(api: str, key: str, ok) -> object:
+    return wait_http(f"{api}/functions/v1/config?apiKey={key}", ok=ok, timeout=120,
                      what="the config function after the edge runtime was recreated")
 
 
 @pytest.mark.docker
 def test_later_tags_on_the_running_stack(stack):
+    api = stack["api"]
+    dashboard = stack["dashboard"]
     selfhost = stack["selfhost"]
     clone = selfhost.parent.parent
     anon = stack["env"]["PAYCRAFT_ANON_KEY"]
-    session = signup(f"upgrade-{uuid.uuid4().hex[:8]}@acme.test", "upgrade password", anon)
-    key = http("GET", f"{API}/rest/v1/api_keys?select=key",
+    session = signup(api, f"upgrade-{uuid.uuid4().hex[:8]}@acme.test", "upgrade password", anon)
+    key = http("GET", f"{api}/rest/v1/api_keys?select=key",
                headers={"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}).json_body[0]["key"]
 
     # runbook section 8 on v1.1.0
     checkout(clone, "v1.1.0")
-    boot = migrations_bootstrap(selfhost)
+    boot = migrations_bootstrap(selfhost, host=stack["host"])
     assert summary(boot.stdout) == (MIGRATIONS_V1_1_0 - MIGRATIONS_V1_0_0, MIGRATIONS_V1_0_0)
-    compose(selfhost, "up", "-d", "--no-deps", "--build", "dashboard", "edge-runtime")
+    compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--build", "dashboard", "edge-runtime")
     # That command leaves unchanged services running: the old dashboard build
     # and the warm config worker keep serving until the containers are recreated.
-    assert http("GET", f"{DASHBOARD}/api/health").json_body["version"] == "1.0.0"
-    compose(selfhost, "up", "-d", "--no-deps", "--force-recreate", "dashboard", "edge-runtime")
-    r = config_for(key, lambda r: r.status == 200)
+    assert http("GET", f"{dashboard}/api/health").json_body["version"] == "1.0.0"
+    compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "dashboard", "edge-runtime")
+    r = config_for(api, key, lambda r: r.status == 200)
     assert r.headers.get("x-paycraft-config-version") == "2"
     assert r.json_body["currency"] == "USD" and r.json_body["schema_version"] == 2
     assert "paywall" in r.json_body and "features" in r.json_body
-    wait_http(f"{DASHBOARD}/api/health", ok=lambda r: r.status == 200 and r.json_body["version"] == "1.1.0",
+    wait_http(f"{dashboard}/api/health", ok=lambda r: r.status == 200 and r.json_body["version"] == "1.1.0",
               timeout=180, what="the v1.1.0 dashboard")
 
     # v1.1.1: the bootstrap fails part-way; the running stack keeps serving
     checkout(clone, "v1.1.1-broken-migration")
-    broken = migrations_bootstrap(selfhost, check=False)
+    broken = migrations_bootstrap(selfhost, check=False, host=stack["host"])
     assert broken.returncode != 0 and "061_provider_kinds" in broken.stderr
-    assert config_for(key, lambda r: r.status == 200).json_body["schema_version"] == 2
+    assert config_for(api, key, lambda r: r.status == 200).json_body["schema_version"] == 2
 
     # v1.1.2: the config function answers 200 without `paywall`
     checkout(clone, "v1.1.2-broken-function")
-    compose(selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
-    r = config_for(key, lambda r: r.status == 200)
+    compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
+    r = config_for(api, key, lambda r: r.status == 200)
     assert "paywall" not in r.json_body and "paywall" in r.json_body["ui"]

@@ -9,6 +9,9 @@ Following the runbook on it by hand, an operator meets three defects:
    ``main service not found`` and keeps restarting.
 3. ``kong.yml`` routes ``/rest/v1/`` to ``http://db:3000/``, where nothing
    listens (the compose file has no PostgREST service): Kong answers 502.
+
+The stack runs under the runbook's names inside a disposable Docker-in-Docker
+host (``dind_host``), never on the controller's engine.
 """
 
 from __future__ import annotations
@@ -18,18 +21,18 @@ import re
 import pytest
 import yaml
 from conftest_release import (  # noqa: F401 - fixtures
-    API,
     CONTAINERS,
     clone_release,
     compose,
     container_state,
+    docker,
     fixture_images,
     fixture_origin,
+    fixture_ref_host,
     fixture_supa_db,
     http,
     logs,
     migrations_bootstrap,
-    port_in_use,
     run,
     runbook_stack,
     summary,
@@ -85,13 +88,13 @@ def test_defect_1_bootstrap_reports_success_on_nothing(checkout, supa_db):
 
 
 @pytest.fixture(scope="module")
-def upstream_stack(images, origin, tmp_path_factory):
-    with runbook_stack(origin, tmp_path_factory.mktemp("upstream"), TAG, check_bootstrap=False) as up:
+def upstream_stack(ref_host, origin, tmp_path_factory):
+    with runbook_stack(ref_host, origin, tmp_path_factory.mktemp("upstream"), TAG, check_bootstrap=False) as up:
         yield up
 
 
-def psql(sql: str) -> str:
-    return run(["docker", "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-tAc", sql]).stdout.strip()
+def psql(stack, sql: str) -> str:
+    return docker(stack["host"], "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-tAc", sql).stdout.strip()
 
 
 @pytest.mark.docker
@@ -99,31 +102,35 @@ def test_stack_defect_1_zero_migrations_and_an_empty_database(upstream_stack):
     boot = upstream_stack["bootstrap"]
     assert boot.returncode == 0, boot.stderr
     assert summary(boot.stdout) == (0, 0)
-    assert psql("SELECT to_regclass('public.tenants') IS NULL AND to_regclass('public.api_keys') IS NULL") == "t"
-    assert psql("SELECT count(*) FROM _paycraft_migrations") == "0"
+    assert psql(upstream_stack, "SELECT to_regclass('public.tenants') IS NULL "
+                                "AND to_regclass('public.api_keys') IS NULL") == "t"
+    assert psql(upstream_stack, "SELECT count(*) FROM _paycraft_migrations") == "0"
 
 
 @pytest.mark.docker
 def test_stack_defect_2_edge_runtime_has_no_main_service(upstream_stack):
     name = CONTAINERS["edge-runtime"]
+    host = upstream_stack["host"]
 
     def failed():
-        state = container_state(name)
+        state = container_state(host, name)
         restarted = state.get("Restarting") or (not state.get("Running") and state.get("ExitCode", 0) != 0)
-        return restarted and "main service not found" in logs(name)
+        return restarted and "main service not found" in logs(host, name)
 
     wait_for(failed, timeout=120, what=f"{name} to exit with 'main service not found'")
-    assert re.search(r"main service not found: /home/deno/functions/main", logs(name))
-    r = wait_http(f"{API}/functions/v1/config?apiKey=pk_test_local", ok=lambda r: r.status >= 500, timeout=30)
+    assert re.search(r"main service not found: /home/deno/functions/main", logs(host, name))
+    r = wait_http(f"{upstream_stack['api']}/functions/v1/config?apiKey=pk_test_local", ok=lambda r: r.status >= 500,
+                  timeout=30)
     assert r.status in (502, 503), r.text
 
 
 @pytest.mark.docker
 def test_stack_defect_3_rest_route_points_at_nothing(upstream_stack):
     anon = upstream_stack["env"]["PAYCRAFT_ANON_KEY"]
-    wait_http(f"{API}/auth/v1/health", ok=lambda r: r.status == 200, timeout=60, what="auth behind Kong")
-    r = http("GET", f"{API}/rest/v1/api_keys?select=key", headers={"apikey": anon, "Authorization": f"Bearer {anon}"})
+    api = upstream_stack["api"]
+    wait_http(f"{api}/auth/v1/health", ok=lambda r: r.status == 200, timeout=60, what="auth behind Kong")
+    r = http("GET", f"{api}/rest/v1/api_keys?select=key", headers={"apikey": anon, "Authorization": f"Bearer {anon}"})
     assert r.status == 502, r.text
     assert r.json_body == {"message": "An invalid response was received from the upstream server"}
-    names = run(["docker", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    names = docker(upstream_stack["host"], "ps", "-a", "--format", "{{.Names}}").stdout.split()
     assert CONTAINERS["rest"] not in names

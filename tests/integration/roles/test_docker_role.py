@@ -126,7 +126,7 @@ def test_missing_compose_plugin_source_is_named(run_role, tmp_path):
 def private_daemon():
     """Paths for a second dockerd that only this test uses; stops it and removes its state afterwards."""
     if shutil.which("dockerd") is None:
-        pytest.skip("not installed: dockerd")
+        missing("dockerd")
     base = Path(tempfile.mkdtemp(prefix="pcd-", dir="/tmp"))  # short: unix socket paths are limited to 108 bytes
     paths = {"base": base, "sock": base / "d.sock", "pid": base / "d.pid", "log": base / "d.log"}
     try:

@@ -12,6 +12,7 @@ import socketserver
 import struct
 import threading
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API_KEY = "pk_test_smoke_3b9f1c"
@@ -24,10 +25,15 @@ SUITE_CONFIG = {
     "cache_ttl_seconds": 3600,
 }
 CONFIG_PATH = "/functions/v1/config"
+AUTH_HEALTH_PATH = "/auth/v1/health"
+GOTRUE_HEALTH = {"version": "v2.151.0", "name": "GoTrue",
+                 "description": "GoTrue is a user registration and authentication API"}
+KONG_BAD_GATEWAY = {"message": "An invalid response was received from the upstream server"}
 
 
 class Stack(BaseHTTPRequestHandler):
-    """A healthy gateway + config function: Kong's 404 on /, the SuiteConfig on the config path.
+    """A healthy gateway + config function + auth: Kong's 404 on /, GoTrue's health document on
+    /auth/v1/health, the SuiteConfig on the config path.
 
     Like Kong in front of Supabase functions, a request carrying an ``apikey`` header that is not
     the anon key gets 401 Invalid JWT; the function itself answers 400 missing_apiKey without apiKey
@@ -57,6 +63,10 @@ class Stack(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.server.seen.append({"path": url.path, "query": query, "headers": headers})
+        if url.path == "/":
+            return self.root()
+        if url.path == AUTH_HEALTH_PATH:
+            return self.auth_health()
         if url.path != CONFIG_PATH:
             return self._send(404, {"message": "no Route matched with those values"})
         if "apikey" in self.headers and self.headers["apikey"] != self.anon_key:
@@ -64,6 +74,12 @@ class Stack(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") not in (None, f"Bearer {self.anon_key}"):
             return self._send(401, {"message": "Invalid JWT"})
         return self.config(query.get("apiKey", [""])[0])
+
+    def root(self):
+        return self._send(404, {"message": "no Route matched with those values"}, headers={"Server": "kong/3.7.1"})
+
+    def auth_health(self):
+        return self._send(200, GOTRUE_HEALTH)
 
     def config(self, api_key):
         if not api_key:
@@ -81,6 +97,42 @@ class FunctionNotFound(Stack):
 class BadGateway(Stack):
     def config(self, api_key):
         return self._send(502, {"message": "An invalid response was received from the upstream server"})
+
+
+class RootBadGateway(Stack):
+    """A gateway (or the TLS proxy in front of it) answering 502 on /, its routes still working."""
+
+    def root(self):
+        return self._send(502, KONG_BAD_GATEWAY)
+
+
+class AllBadGateway(Stack):
+    """A proxy in front of a stopped Kong: 502 for every path."""
+
+    def do_GET(self):
+        self.server.seen.append({"path": self.path, "query": {}, "headers": {}})
+        return self._send(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+
+
+class NotKong(Stack):
+    """Another web server on the gateway port: 200 on / with its own page."""
+
+    def root(self):
+        return self._send(200, b"<html>Welcome to nginx!</html>", "text/html")
+
+
+class AuthDown(Stack):
+    """GoTrue stopped: Kong answers its route with 502."""
+
+    def auth_health(self):
+        return self._send(502, KONG_BAD_GATEWAY)
+
+
+class AuthNotGoTrue(Stack):
+    """/auth/v1/ routed to something that is not GoTrue."""
+
+    def auth_health(self):
+        return self._send(200, b"OK", "text/plain")
 
 
 class RestUnreachable(Stack):
@@ -145,9 +197,21 @@ class DashboardNoHead(Dashboard):
 
 
 class DashboardRedirect(Dashboard):
+    """A dashboard that only redirects (every path, /login too): never a page."""
+
     def do_HEAD(self):
         self.server.seen.append({"method": "HEAD", "path": self.path})
         self._page(307, {"Location": "/login"})
+
+
+class DashboardLogin(Dashboard):
+    """The Next.js dashboard's usual answer: / redirects to /login, which is a page."""
+
+    def do_HEAD(self):
+        self.server.seen.append({"method": "HEAD", "path": self.path})
+        if self.path == "/login":
+            return self._page()
+        return self._page(307, {"Location": "/login"})
 
 
 class DashboardBroken(Dashboard):
@@ -225,3 +289,46 @@ class TcpServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+
+
+class TenantStack(Stack):
+    """A gateway with GoTrue's signup/token and PostgREST's api_keys, like the release's tenancy trigger.
+
+    ``server.db`` is the database: ``users`` (email -> password) and ``keys`` (email -> pk_test_ key).
+    Every signup creates a user and its tenant's key; a reset empties both, a restore replaces keys.
+    """
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        db = self.server.db
+        self.server.seen.append({"path": url.path, "method": "POST", "query": urllib.parse.parse_qs(url.query),
+                                 "headers": {}})
+        email, password = str(body.get("email", "")), str(body.get("password", ""))
+        if url.path == "/auth/v1/signup":
+            if email in db["users"]:
+                return self._send(422, {"code": 422, "error_code": "user_already_exists",
+                                        "msg": "User already registered"})
+            db["users"][email] = password
+            db["keys"][email] = f"pk_test_{uuid.uuid4().hex[:16]}"
+            db["signups"] += 1
+            return self._send(200, {"id": str(uuid.uuid4()), "email": email})
+        if url.path == "/auth/v1/token":
+            if db["users"].get(email) != password or not password:
+                return self._send(400, {"error": "invalid_grant", "error_description": "Invalid login credentials"})
+            return self._send(200, {"access_token": f"token-{email}", "token_type": "bearer"})
+        return self._send(404, {"message": "no Route matched with those values"})
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/rest/v1/api_keys":
+            email = str(self.headers.get("Authorization", "")).removeprefix("Bearer token-")
+            key = self.server.db["keys"].get(email)
+            return self._send(200, [{"key": key}] if key else [])
+        return super().do_GET()
+
+    def config(self, api_key):
+        if api_key not in self.server.db["keys"].values():
+            return self._send(401, {"error": "invalid_apiKey", "message": "no tenant owns this key"})
+        return self._send(200, SUITE_CONFIG)

@@ -42,6 +42,7 @@ PLAYBOOK = """
         dashboard_url: {dashboard}
         db_host: {db_host}
         db_port: {db_port}
+        env_file: {env_file}
         timeout: 5
       register: healthy
 
@@ -53,6 +54,7 @@ PLAYBOOK = """
         dashboard_url: {dashboard}
         db_host: {db_host}
         db_port: {db_port}
+        env_file: {env_file}
         timeout: 5
       check_mode: true
       register: healthy_check
@@ -96,8 +98,12 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
     healthy, broken, dashboard = http_server(Tenant), http_server(FunctionNotFound), http_server(Dashboard)
     out = tmp_path / "results.json"
     playbook = tmp_path / "smoke.yml"
+    env_file = tmp_path / "paycraft.env"
+    env_file.write_text(f"PAYCRAFT_DB_PASSWORD={pg.password}\n")
+    env_file.chmod(0o600)
     playbook.write_text(PLAYBOOK.format(
-        healthy=healthy.url, broken=broken.url, dashboard=dashboard.url, db_host=pg.host, db_port=pg.port,
+        env_file=env_file, healthy=healthy.url, broken=broken.url, dashboard=dashboard.url,
+        db_host=pg.host, db_port=pg.port,
         api_key=API_KEY, anon_key=ANON_KEY, other_key=OTHER_KEY, out=out,
     ))
     binary = Path(sys.executable).parent / "ansible-playbook"
@@ -115,7 +121,7 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
     assert ANON_KEY in [s["headers"].get("apikey") for s in healthy.seen]
     assert {"apiKey": [OTHER_KEY]} in [s["query"] for s in healthy.seen]
     # ... and never the output, even at -vvv, nor the registered results
-    for secret in (API_KEY, OTHER_KEY, ANON_KEY):
+    for secret in (API_KEY, OTHER_KEY, ANON_KEY, pg.password):
         assert secret not in output
         assert secret not in out.read_text()
 
@@ -124,9 +130,10 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
         assert result["changed"] is False
         assert not result.get("failed")
         assert result["suite_config"] == SUITE_CONFIG
-        assert set(result["probes"]) == {"suite_config", "gateway", "postgres", "dashboard"}
+        assert set(result["probes"]) == {"suite_config", "gateway", "auth", "postgres", "dashboard"}
         assert all(p["ok"] and p["latency_ms"] >= 0 for p in result["probes"].values())
-        assert result["summary"].startswith("smoke: 4/4 probes passed (suite_config ")
+        assert result["probes"]["postgres"]["status"] == "logged in"  # with the password of the env file
+        assert result["summary"].startswith("smoke: 5/5 probes passed (suite_config ")
     assert results["healthy"]["summary"] in output
 
     failed = results["not_found"]
@@ -135,7 +142,8 @@ def test_module_through_ansible_playbook(http_server, pg, tmp_path):
     assert lines[0] == failed["summary"]
     assert lines[0].startswith("smoke: 1/2 probes passed (suite_config FAILED after ")
     assert lines[1].startswith('suite_config: HTTP 404 {"message": "Function not found"} — likely cause: '
-                               "Edge function returns 404 for /functions/v1/config. Next: "
+                               "The edge runtime has no config function to serve (runbook section 7, "
+                               "'Edge function returns 404 for /functions/v1/config'). Next: "
                                "ls ../../supabase/functions/config; docker logs paycraft_edge_runtime --tail 100")
     assert len(lines) == 2
     assert failed["probes"]["gateway"]["ok"] is True
@@ -179,7 +187,9 @@ def test_module_ad_hoc_failure(http_server):
     assert result["changed"] is False
     assert result["invocation"]["module_args"]["api_key"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
     assert result["probes"]["gateway"]["ok"] is True
-    assert result["probes"]["suite_config"]["cause"] == "Edge function returns 404 for /functions/v1/config"
+    assert result["probes"]["suite_config"]["cause_id"] == "function_not_found"
+    assert result["probes"]["suite_config"]["runbook"] == (
+        "runbook section 7, 'Edge function returns 404 for /functions/v1/config'")
     assert result["msg"].splitlines()[1].startswith('suite_config: HTTP 404 {"message": "Function not found"}')
 
     assert {"apiKey": [API_KEY]} in [s["query"] for s in broken.seen]

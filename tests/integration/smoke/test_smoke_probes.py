@@ -8,19 +8,26 @@ import subprocess
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+from paycraft_testlib import missing
 from smoke_servers import (
     ANON_KEY,
     API_KEY,
     SUITE_CONFIG,
+    AllBadGateway,
+    AuthDown,
+    AuthNotGoTrue,
     BadGateway,
     Dashboard,
     DashboardBroken,
+    DashboardLogin,
     DashboardNoHead,
     DashboardRedirect,
     FunctionNotFound,
     MissingPaywall,
     NotJson,
+    NotKong,
     RestUnreachable,
+    RootBadGateway,
     ServiceRoleRejected,
     Stack,
     WrongTypes,
@@ -38,13 +45,17 @@ def only(probe, **params):
     return run(probes=[probe], **params)["probes"][probe]
 
 
-# ----------------------------------------------------------------- all four
+def pg_params(pg, **over):
+    return {"db_host": pg.host, "db_port": pg.port, "db_user": pg.user, "db_password": pg.password, **over}
+
+
+# ----------------------------------------------------------------- all five
 @pytest.mark.postgres
-def test_healthy_stack_passes_all_four_probes(http_server, pg):
+def test_healthy_stack_passes_all_five_probes(http_server, pg):
     gateway = http_server(Stack)
     dashboard = http_server(Dashboard)
     result = run(api_url=gateway.url, anon_key=ANON_KEY, dashboard_url=dashboard.url,
-                 db_host=pg.host, db_port=pg.port, request_timeout=10.0)  # one attempt each, even on a busy box
+                 **pg_params(pg), request_timeout=10.0)  # one attempt each, even on a busy box
     assert result["ok"], result["message"]
     assert set(result["probes"]) == set(smoke.PROBES)
     for name, probe in result["probes"].items():
@@ -55,9 +66,12 @@ def test_healthy_stack_passes_all_four_probes(http_server, pg):
     assert result["suite_config"] == SUITE_CONFIG
     assert result["probes"]["gateway"]["status"] == 404
     assert "no Route matched" in result["probes"]["gateway"]["detail"]
-    assert result["probes"]["postgres"]["status"] == smoke.PG_ACCEPTING
+    assert result["probes"]["postgres"]["status"] == "logged in"
+    assert result["probes"]["postgres"]["detail"] == "logged in as postgres, SELECT 1 returned 1"
+    assert result["probes"]["auth"]["detail"] == "GoTrue v2.151.0"
     assert result["probes"]["dashboard"]["status"] == 200
-    assert result["summary"].startswith("smoke: 4/4 probes passed (suite_config ")
+    assert result["summary"].startswith("smoke: 5/5 probes passed (suite_config ")
+    assert pg.password not in repr(result)
     assert result["message"] == result["summary"]
     # the SDK's request: apiKey in the query, the anon key as apikey + Bearer headers
     config_requests = [s for s in gateway.seen if s["path"] == "/functions/v1/config"]
@@ -65,6 +79,40 @@ def test_healthy_stack_passes_all_four_probes(http_server, pg):
     assert config_requests[0]["headers"]["apikey"] == ANON_KEY
     assert config_requests[0]["headers"]["authorization"] == f"Bearer {ANON_KEY}"
     assert [s["method"] for s in dashboard.seen] == ["HEAD"]
+    assert "/auth/v1/health" in [s["path"] for s in gateway.seen]
+
+
+# -------------------------------------------- one broken component at a time
+BROKEN = {
+    # component: (gateway handler, dashboard handler, postgres password is wrong, cause id, runbook heading)
+    "suite_config": (FunctionNotFound, Dashboard, False, "function_not_found",
+                     "The edge runtime has no config function to serve"),
+    "gateway": (RootBadGateway, Dashboard, False, "gateway_error", "The gateway answers with a server error"),
+    "auth": (AuthDown, Dashboard, False, "auth_down", "GoTrue (auth) does not answer behind the gateway"),
+    "postgres": (Stack, Dashboard, True, "postgres_login_failed",
+                 "Postgres refuses the login with the env file's password"),
+    "dashboard": (Stack, DashboardRedirect, False, "dashboard_error", "The dashboard answers with an error"),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("component", list(BROKEN))
+def test_breaking_one_component_fails_exactly_its_probe(http_server, pg, component):
+    """A healthy stack with one component broken: that probe fails with its cause, every other one passes."""
+    gateway_handler, dashboard_handler, wrong_password, cause_id, heading = BROKEN[component]
+    gateway, dashboard = http_server(gateway_handler), http_server(dashboard_handler)
+    password = "not-the-password-0c41" if wrong_password else pg.password
+    result = run(api_url=gateway.url, anon_key=ANON_KEY, dashboard_url=dashboard.url,
+                 **pg_params(pg, db_password=password), timeout=0.5, request_timeout=10.0)
+    assert not result["ok"]
+    failed = {name for name, probe in result["probes"].items() if not probe["ok"]}
+    assert failed == {component}, result["message"]
+    probe = result["probes"][component]
+    assert probe["cause_id"] == cause_id
+    assert probe["cause"] == heading
+    assert result["summary"].startswith("smoke: 4/5 probes passed")
+    assert f"{component}: " in result["message"] and f"likely cause: {heading}" in result["message"]
+    assert "not-the-password-0c41" not in repr(result)
 
 
 def test_config_path_override_is_used(http_server):
@@ -89,8 +137,8 @@ def test_function_not_found_names_the_runbook_entry(http_server):
     probe = only("suite_config", api_url=server.url, timeout=2.0)
     assert not probe["ok"]
     assert probe["status"] == 404
-    assert probe["cause"] == "Edge function returns 404 for /functions/v1/config"
-    assert probe["runbook"] is True
+    assert probe["cause"] == smoke.CAUSES["function_not_found"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'Edge function returns 404 for /functions/v1/config'"
     assert probe["next"] == ["ls ../../supabase/functions/config", "docker logs paycraft_edge_runtime --tail 100"]
     assert "Function not found" in probe["detail"]
     assert probe["attempts"] > 1  # a runtime still importing may serve it later: retried to the deadline
@@ -100,8 +148,9 @@ def test_wrong_anon_key_is_the_401_entry_and_stops_retrying(http_server):
     server = http_server(Stack)
     probe = only("suite_config", api_url=server.url, anon_key="eyJ.not-the-anon-key.x")
     assert probe["status"] == 401
-    assert probe["cause"] == 'SDK throws "401 Unauthorized" from a self-hosted backend'
-    assert "byte-identical" in probe["explanation"]
+    assert probe["cause"] == smoke.CAUSES["key_mismatch"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'SDK throws \"401 Unauthorized\" from a self-hosted backend'"
+    assert "byte for byte" in probe["explanation"]
     assert any("paycraft_config_resign_keys=true" in cmd for cmd in probe["next"])
     assert probe["attempts"] == 1
     assert len([s for s in server.seen if s["path"] == "/functions/v1/config"]) == 1
@@ -211,38 +260,101 @@ def test_server_that_comes_up_late_passes_after_retries(late_server):
 
 # ------------------------------------------------------------------ gateway
 @pytest.mark.parametrize("handler", [Stack, BadGateway, FunctionNotFound])
-def test_any_http_answer_means_the_gateway_is_up(http_server, handler):
+def test_kongs_no_route_answer_means_the_gateway_is_up(http_server, handler):
     server = http_server(handler)
     probe = only("gateway", api_url=server.url + "/")
     assert probe["ok"] and probe["status"] == 404
     assert len(probe["detail"]) <= len("HTTP 404 ") + smoke.BODY_PREVIEW + 3
 
 
+@pytest.mark.parametrize("handler", [RootBadGateway, AllBadGateway])
+def test_a_5xx_on_the_gateway_fails_it(http_server, handler):
+    probe = only("gateway", api_url=http_server(handler).url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 502
+    assert probe["cause_id"] == "gateway_error"
+    assert "docker logs paycraft_kong" in probe["next"]
+
+
+def test_something_else_on_the_gateway_port_is_not_kong(http_server):
+    server = http_server(NotKong)
+    probe = only("gateway", api_url=server.url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 200
+    assert probe["cause_id"] == "not_kong"
+    assert f"lsof -iTCP:{server.port} -sTCP:LISTEN -n -P" in probe["next"]
+
+
 def test_gateway_body_preview_is_cut_at_200_characters(http_server):
     class Chatty(Stack):
-        def do_GET(self):
-            return self._send(200, b"x" * 5000, "text/plain")
+        def root(self):
+            return self._send(503, b"x" * 5000, "text/plain")
 
-    probe = only("gateway", api_url=http_server(Chatty).url)
-    assert probe["detail"] == "HTTP 200 " + "x" * 200 + "..."
+    probe = only("gateway", api_url=http_server(Chatty).url, timeout=0.3)
+    assert probe["detail"] == "HTTP 503 " + "x" * 200 + "..."
+
+
+# --------------------------------------------------------------------- auth
+def test_auth_health_through_the_gateway(http_server):
+    server = http_server(Stack)
+    probe = only("auth", api_url=server.url, anon_key=ANON_KEY)
+    assert probe["ok"] and probe["status"] == 200 and probe["detail"] == "GoTrue v2.151.0"
+    request = next(s for s in server.seen if s["path"] == "/auth/v1/health")
+    assert request["headers"]["apikey"] == ANON_KEY
+
+
+def test_auth_down_behind_kong_fails_auth(http_server):
+    probe = only("auth", api_url=http_server(AuthDown).url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 502
+    assert probe["cause_id"] == "auth_down"
+    assert probe["next"] == ["docker compose ps auth", "docker logs paycraft_auth --tail 100"]
+
+
+def test_auth_route_that_is_not_gotrue_fails_auth(http_server):
+    probe = only("auth", api_url=http_server(AuthNotGoTrue).url, timeout=0.3)
+    assert not probe["ok"] and probe["cause_id"] == "auth_error"
 
 
 # ----------------------------------------------------------------- postgres
 @pytest.mark.postgres
-def test_postgres_accepting_on_the_real_cluster(pg):
+def test_postgres_logs_in_on_the_real_cluster(pg):
     state, detail = smoke.pg_ping(pg.host, pg.port, 2.0)
     assert state == smoke.PG_ACCEPTING, detail
-    probe = only("postgres", db_host=pg.host, db_port=pg.port)
-    assert probe["ok"] and probe["status"] == "accepting"
+    probe = only("postgres", **pg_params(pg))
+    assert probe["ok"] and probe["status"] == "logged in"
+
+
+@pytest.mark.postgres
+def test_postgres_wrong_password_fails_with_the_runbook_entry(pg):
+    """A server that answers is not enough: the login with the env file's password must succeed."""
+    probe = only("postgres", **pg_params(pg, db_password="wrong-password-7e1d"))
+    assert not probe["ok"]
+    assert probe["status"] == "login refused"
+    assert "password authentication failed" in probe["detail"]
+    assert probe["cause"] == "Postgres refuses the login with the env file's password"
+    assert probe["runbook"] == "runbook section 7, 'Postgres container exits during boot'"
+    assert probe["attempts"] == 1  # a password does not fix itself
+    assert "wrong-password-7e1d" not in repr(probe)
+
+
+@pytest.mark.postgres
+def test_postgres_unknown_database_fails(pg):
+    probe = only("postgres", **pg_params(pg, db_name="no_such_db_91"), timeout=0.3)
+    assert not probe["ok"] and probe["cause_id"] == "postgres_query_failed"
+    assert "no_such_db_91" in probe["explanation"]
+
+
+def test_postgres_probe_needs_a_password():
+    with pytest.raises(ValueError, match="db_password is required when the postgres probe runs"):
+        smoke.run_probes({"probes": ["postgres"], "timeout": 0})
 
 
 def test_postgres_starting_up_is_rejecting(pg_starting_server):
     port = pg_starting_server.server_address[1]
-    probe = only("postgres", db_host="127.0.0.1", db_port=port, timeout=0.5)
+    probe = only("postgres", db_host="127.0.0.1", db_port=port, db_password="unused-pw-4f2a", timeout=0.5)
     assert not probe["ok"]
     assert probe["status"] == smoke.PG_REJECTING
     assert "57P03" in probe["detail"] and "starting up" in probe["detail"]
-    assert probe["cause"] == 'migrations-bootstrap.sh aborts with "could not connect"'
+    assert probe["cause"] == smoke.CAUSES["postgres_rejecting"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"'"
     assert probe["next"] == ["docker exec paycraft_db pg_isready -U postgres", "docker logs paycraft_db --tail 50"]
     protocol, payload = pg_starting_server.startups[0]
     assert protocol == smoke.PG_PROTOCOL_V3
@@ -250,10 +362,10 @@ def test_postgres_starting_up_is_rejecting(pg_starting_server):
 
 
 def test_postgres_closed_port_is_no_response(closed_port):
-    probe = only("postgres", db_host="127.0.0.1", db_port=closed_port, timeout=0.3)
+    probe = only("postgres", db_host="127.0.0.1", db_port=closed_port, db_password="unused-pw-4f2a", timeout=0.3)
     assert probe["status"] == smoke.PG_NO_RESPONSE
     assert probe["cause_id"] == "postgres_no_response"
-    assert "Postgres container exits during boot" in probe["cause"]
+    assert "'Postgres container exits during boot'" in probe["runbook"]
 
 
 def test_postgres_silent_server_is_no_response(silent_server):
@@ -277,11 +389,20 @@ def test_dashboard_head_falls_back_to_get_on_405(http_server):
     assert [s["method"] for s in server.seen] == ["HEAD", "GET"]
 
 
-def test_dashboard_redirect_is_not_followed_and_passes(http_server):
-    server = http_server(DashboardRedirect)
+def test_dashboard_redirect_is_followed_to_a_200(http_server):
+    server = http_server(DashboardLogin)
     probe = only("dashboard", dashboard_url=server.url)
-    assert probe["ok"] and probe["status"] == 307
-    assert [s["path"] for s in server.seen] == ["/"]
+    assert probe["ok"] and probe["status"] == 200
+    assert probe["detail"] == "HTTP 200 after 307 -> /login"
+    assert [s["path"] for s in server.seen] == ["/", "/login"]
+
+
+def test_dashboard_that_only_redirects_fails(http_server):
+    server = http_server(DashboardRedirect)
+    probe = only("dashboard", dashboard_url=server.url, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 307
+    assert probe["cause_id"] == "dashboard_error"
+    assert "redirects: 307 -> /login" in probe["explanation"]
 
 
 def test_dashboard_500_fails_like_curl_f(http_server):
@@ -292,7 +413,8 @@ def test_dashboard_500_fails_like_curl_f(http_server):
 
 def test_dashboard_refused_is_the_npm_install_entry(closed_port):
     probe = only("dashboard", dashboard_url=f"http://127.0.0.1:{closed_port}", timeout=0.3)
-    assert probe["cause"] == "Dashboard build hangs at npm install"
+    assert probe["cause"] == smoke.CAUSES["dashboard_down"]["heading"]
+    assert probe["runbook"] == "runbook section 7, 'Dashboard build hangs at npm install'"
     assert probe["next"][0] == "docker logs paycraft_dashboard --tail 50"
     assert "npm install --no-audit --no-fund" in probe["next"][1]
 
@@ -303,10 +425,11 @@ def test_probes_run_in_parallel_under_one_deadline(closed_port, silent_server):
     result = smoke.run_probes({
         "api_key": API_KEY, "api_url": f"http://127.0.0.1:{closed_port}",
         "dashboard_url": f"http://127.0.0.1:{closed_port}", "db_host": "127.0.0.1",
-        "db_port": silent_server.server_address[1], "timeout": 1.0, "interval": 0.2, "request_timeout": 0.4,
+        "db_port": silent_server.server_address[1], "db_password": "unused-pw-4f2a",
+        "timeout": 1.0, "interval": 0.2, "request_timeout": 0.4,
     })
     assert not result["ok"]
-    assert result["summary"].startswith("smoke: 0/4 probes passed")
+    assert result["summary"].startswith("smoke: 0/5 probes passed")
     lines = result["message"].splitlines()
     assert lines[0] == result["summary"]
     assert [line.split(":", 1)[0] for line in lines[1:]] == list(smoke.PROBES)
@@ -319,7 +442,7 @@ def test_probes_run_in_parallel_under_one_deadline(closed_port, silent_server):
 # --------------------------------------------------------------------- TLS
 def test_https_self_signed_fails_verification_unless_validate_certs_false(http_server, tmp_path):
     if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
+        missing("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)

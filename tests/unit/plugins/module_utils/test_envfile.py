@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import envfile as ef
+from paycraft_testlib import missing
 
 SAMPLE = """\
 # PayCraft self-host env
@@ -119,7 +120,7 @@ def _tricky_file(tmp_path):
 
 def test_bash_reads_back_every_value(tmp_path):
     if shutil.which("bash") is None:
-        pytest.skip("bash not installed")
+        missing("bash")
     path, expected = _tricky_file(tmp_path)
     for key, value in expected.items():
         out = subprocess.run(["bash", "-c", f'set -a; . "$1"; printf %s "${key}"', "_", str(path)],

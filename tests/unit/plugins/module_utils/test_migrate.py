@@ -148,6 +148,43 @@ def test_plan_refuses_psql_only_constructs():
         plan_migration(mig("COPY t FROM stdin;\n1\n\\.\n"))
 
 
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1;\nCOPY public.t (a, b) FROM stdin;\n1\t2\n\\.\n",  # pg_dump's form, with a column list
+        "SELECT 1;\nCOPY t(a) FROM STDIN WITH (FORMAT csv);\n1\n\\.\n",
+        "SELECT 1;\nCOPY \"T\" (\"a b\", c) FROM stdin;\n\\.\n",
+    ],
+)
+def test_plan_refuses_copy_from_stdin_with_a_column_list(sql):
+    with pytest.raises(MigrateError, match=r"001_x\.sql line 2: COPY \.\.\. FROM STDIN"):
+        plan_migration(mig(sql))
+
+
+def test_plan_allows_copy_from_a_file_and_stdin_in_strings():
+    plan_migration(mig("COPY t (a) FROM '/tmp/stdin.csv';\nSELECT 'stdin';\n"))
+
+
+@pytest.mark.parametrize(
+    ("statement", "command"),
+    [
+        ("CREATE INDEX CONCURRENTLY i ON t(x);", "CREATE INDEX CONCURRENTLY"),
+        ("create unique index concurrently if not exists i on t(x);", "CREATE INDEX CONCURRENTLY"),
+        ("DROP INDEX CONCURRENTLY IF EXISTS i;", "DROP INDEX CONCURRENTLY"),
+        ("REINDEX INDEX CONCURRENTLY i;", "REINDEX CONCURRENTLY"),
+        ("VACUUM ANALYZE t;", "VACUUM"),
+    ],
+)
+def test_plan_refuses_autocommit_only_statements_in_a_transactional_file(statement, command):
+    with pytest.raises(MigrateError) as ei:
+        plan_migration(mig(f"CREATE TABLE t(x int);\n{statement}\n"))
+    assert ei.value.message.startswith(f"001_x.sql line 2: {command} cannot run inside a transaction block")
+    assert "'-- paycraft:no-transaction' alone on the first line of the file" in ei.value.message
+    with pytest.raises(MigrateError, match="line 3: CREATE INDEX CONCURRENTLY"):
+        plan_migration(mig("BEGIN;\nCREATE TABLE t(x int);\nCREATE INDEX CONCURRENTLY i ON t(x);\nCOMMIT;\n"))
+
+
 def test_load_migrations_order_checksum_and_marker(tmp_path):
     (tmp_path / "010_b.sql").write_bytes(b"SELECT 2;\n")
     (tmp_path / "002_a.sql").write_bytes(b"-- paycraft:no-transaction\nVACUUM;\n")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import preflight as p
+from paycraft_testlib import REPO
 
 # ------------------------------------------------------------------ versions
 
@@ -280,3 +282,44 @@ def test_multiline_command_lines_stay_on_one_line(tmp_path):
     assert holders[1111][0]["cmdline"] == "python3 -c import socket\\nprint(1)\\tx"
     line = p.finding_line(p.finding("x", "error", "two\nlines", "fix\x07"))
     assert line == "two\\nlines fix\\x07"
+
+
+# -------------------------------------------------------------------- python
+
+
+@pytest.mark.parametrize("version", ["3.8.10", (3, 8, 18), "3.6.8", "2.7.18"])
+def test_a_python_older_than_3_9_is_one_error_line_with_the_fix(version):
+    findings, facts = p.check_python("web1", version, "/usr/bin/python3")
+    assert [f["severity"] for f in findings] == [p.ERROR]
+    shown = version if isinstance(version, str) else ".".join(map(str, version))
+    assert p.report_lines(findings) == [
+        f"[ERROR] python: Python {shown} (/usr/bin/python3) on web1 is older than 3.9, the oldest the collection's "
+        "modules run on. Install python3.9+ on the host and set ansible_python_interpreter to it "
+        "(for example ansible_python_interpreter=/usr/bin/python3.9 in the inventory)."
+    ]
+    assert facts == {"python": {"version": shown, "interpreter": "/usr/bin/python3"}}
+
+
+@pytest.mark.parametrize("version", ["3.9.0", "3.10.12", (3, 11, 2), "3.14.0rc1"])
+def test_python_3_9_and_later_is_info(version):
+    findings, _ = p.check_python("web1", version, "/usr/bin/python3")
+    assert [f["severity"] for f in findings] == [p.INFO]
+
+
+def test_an_unreadable_python_version_is_an_error():
+    findings, facts = p.check_python("web1", "unknown", None)
+    assert findings[0]["severity"] == p.ERROR and "cannot be read ('unknown')" in findings[0]["message"]
+    assert facts["python"]["version"] is None
+
+
+def test_by_default_the_running_interpreter_is_checked():
+    findings, facts = p.check_python("web1")
+    assert facts["python"] == {"version": ".".join(map(str, sys.version_info[:3])), "interpreter": sys.executable}
+    assert findings[0]["severity"] == p.INFO
+
+
+def test_the_preflight_role_checks_the_same_minimum():
+    """The role checks the facts before any module runs (a module cannot run on an older Python)."""
+    checks = (REPO / "roles" / "preflight" / "tasks" / "checks.yml").read_text(encoding="utf-8")
+    assert f"is version('{p.format_version(p.MIN_PYTHON)}', '<')" in checks
+    assert " ".join(p.PYTHON_FIX.split()) in " ".join(checks.split())

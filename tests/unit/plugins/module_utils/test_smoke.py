@@ -7,8 +7,9 @@ import string
 import struct
 
 import pytest
-from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
-from paycraft_testlib import RUNBOOK, missing
+import yaml
+from ansible_collections.paycraft.selfhost.plugins.module_utils import keys, smoke
+from paycraft_testlib import REPO
 
 GOOD = {
     "tenant_id": "tenant-1",
@@ -80,8 +81,8 @@ def test_rest_error_names_the_postgrest_code():
 
 
 def test_final_causes_are_the_ones_waiting_cannot_change():
-    assert {"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error"} == set(
-        smoke.FINAL_CAUSES)
+    assert {"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
+            "postgres_login_failed"} == set(smoke.FINAL_CAUSES)
     assert smoke.Outcome(False, 401, "x", "key_mismatch").final
     assert not smoke.Outcome(False, 502, "x", "upstream_down").final
 
@@ -90,7 +91,8 @@ def test_final_causes_are_the_ones_waiting_cannot_change():
 CONTEXT = {
     "api_url": "http://127.0.0.1:54321", "gateway_port": 54321, "config_path": "/functions/v1/config",
     "db_host": "127.0.0.1", "db_port": 54322, "dashboard_url": "http://127.0.0.1:3000", "missing": "m",
-    "status": 502, "url": "u", "code": "",
+    "status": 502, "url": "u", "code": "", "auth_path": "/auth/v1/health", "db_user": "postgres",
+    "hops": "", "reason": "r",
 }
 
 
@@ -106,40 +108,91 @@ def test_every_cause_is_complete_and_formats(cause_id):
         command.format(**CONTEXT)
 
 
-def _runbook_text():
-    try:
-        with open(RUNBOOK, encoding="utf-8") as handle:
-            return " ".join(handle.read().split())
-    except OSError:
-        missing(f"the runbook at {RUNBOOK} (../shared beside the checkout, or PAYCRAFT_RUNBOOK)")
+# The release layout the commands run in (paths relative to infra/selfhost), as the repository's
+# reference release holds it.
+RELEASE = REPO / "reference" / "release" / "base"
+SELFHOST = RELEASE / "infra" / "selfhost"
+RUNBOOK_REF = re.compile(r"^runbook section (?P<section>[1-9]), '[^']+'( and '[^']+')*$")
+# Runbook sections the table may name: 5 SDK wiring, 6 Smoke test, 7 Troubleshooting.
+SECTIONS = {"5", "6", "7"}
+# Causes that come from the runbook's Troubleshooting entries (section 7).
+TROUBLESHOOTING = {"function_not_found", "key_mismatch", "gateway_down", "not_kong", "postgres_no_response",
+                   "postgres_login_failed", "postgres_rejecting", "dashboard_down"}
 
 
-@pytest.mark.parametrize("cause_id", sorted(c for c in smoke.CAUSES if smoke.CAUSES[c]["runbook"]))
-def test_runbook_causes_quote_the_runbook(cause_id):
-    """Headings (each part of a combined one) and runbook commands are the runbook's own words."""
-    text = _runbook_text()
-    cause = smoke.CAUSES[cause_id]
-    parts = [p.strip().strip('"') for p in re.split(r" / |, or ", cause["heading"])]
-    quoted = [p for p in parts if p in text]
-    assert quoted, f"no part of {cause['heading']!r} is in the runbook"
-    for command in cause["next"]:
-        command = command.format(**CONTEXT)
-        assert command in text or command in NOT_IN_RUNBOOK, command
+def _compose():
+    return yaml.safe_load((SELFHOST / "docker-compose.yaml").read_text(encoding="utf-8"))
 
 
-# Next steps this collection adds to a runbook entry (the runbook gives no command for them).
-NOT_IN_RUNBOOK = {
-    "docker compose ps",  # "Kong not running": is the container up at all?
-    "docker logs paycraft_kong",
-    "docker logs paycraft_dashboard --tail 50",  # "Dashboard build hangs at npm install": see where it hangs
-    "(cd ../../dashboard && npm install --no-audit --no-fund) && docker compose up -d dashboard",  # its 3 steps
-    # the collection's "Re-run ./generate-keys.sh and update .env (anon + service role both)"
-    "ansible-playbook <your usual command> -e paycraft_config_resign_keys=true",
-}
+def _commands():
+    for cause_id, cause in sorted(smoke.CAUSES.items()):
+        for command in cause["next"]:
+            yield cause_id, command.format(**CONTEXT)
+
+
+def test_each_cause_names_its_runbook_section_in_one_form():
+    for cause_id, cause in smoke.CAUSES.items():
+        if cause["runbook"] is None:
+            continue
+        match = RUNBOOK_REF.match(cause["runbook"])
+        assert match, (cause_id, cause["runbook"])
+        assert match["section"] in SECTIONS, (cause_id, cause["runbook"])
+    troubleshooting = {c for c, v in smoke.CAUSES.items() if (v["runbook"] or "").startswith("runbook section 7,")}
+    assert troubleshooting == TROUBLESHOOTING
+
+
+def test_containers_in_the_commands_are_the_releases():
+    containers = {svc["container_name"] for svc in _compose()["services"].values()}
+    named = {(cause_id, m) for cause_id, command in _commands()
+             for m in re.findall(r"docker (?:logs|exec) (\S+)", command)}
+    assert named
+    assert {(c, m) for c, m in named if m not in containers} == set()
+
+
+def test_compose_services_in_the_commands_are_the_releases():
+    services = set(_compose()["services"])
+    named = [m for _, command in _commands() for m in re.findall(r"docker compose up -d (\S+)", command)]
+    assert named and set(named) <= services
+
+
+def test_paths_in_the_commands_exist_in_the_release():
+    """Relative paths are run in infra/selfhost, as in the runbook."""
+    paths = set()
+    for _, command in _commands():
+        for token in re.split(r"[\s()&;']+", command):
+            if token.startswith(("../", "./")) or token in ("kong.yml", "docker-compose.yaml"):
+                paths.add(token)
+    assert {"../../supabase/functions/config", "../../dashboard", "kong.yml"} <= paths
+    assert sorted(p for p in paths if not (SELFHOST / p).exists()) == []
+
+
+def test_variables_in_the_commands_are_role_variables():
+    defaults = {}
+    for path in (REPO / "roles").glob("*/defaults/main.yml"):
+        defaults.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    named = [m for _, command in _commands() for m in re.findall(r"-e (\w+)=", command)]
+    assert named and sorted(set(named) - set(defaults)) == []
+
+
+def test_env_variables_in_the_explanations_are_the_runbook_section_3_names():
+    named = {m for cause in smoke.CAUSES.values() for m in re.findall(r"\bPAYCRAFT_\w+", cause["explanation"])}
+    assert named and named <= set(keys.SECTION3)
 
 
 def test_resign_variable_is_the_collections():
     assert any("-e paycraft_config_resign_keys=true" in c for c in smoke.CAUSES["key_mismatch"]["next"])
+
+
+def test_failure_line_names_the_runbook_section_when_the_cause_has_one():
+    base = {"ok": False, "detail": "seen", "next": ["cmd"], "attempts": 1, "latency_ms": 1.0}
+    results = {
+        "gateway": {**base, "cause": "Kong is down", "runbook": "runbook section 7, 'Port already in use'"},
+        "dashboard": {**base, "cause": "The dashboard answers with an error", "runbook": None},
+    }
+    assert smoke.failure_lines(results) == [
+        "gateway: seen — likely cause: Kong is down (runbook section 7, 'Port already in use'). Next: cmd",
+        "dashboard: seen — likely cause: The dashboard answers with an error. Next: cmd",
+    ]
 
 
 # -------------------------------------------------------------- small helpers
@@ -181,7 +234,7 @@ def test_startup_message_constant_is_protocol_3_0():
 
 # ------------------------------------------------------------------- validate
 def _params(**over):
-    base = {**smoke.DEFAULTS, "api_key": "pk_test_local", "probes": list(smoke.PROBES)}
+    base = {**smoke.DEFAULTS, "api_key": "pk_test_local", "db_password": "pw-local", "probes": list(smoke.PROBES)}
     base.update(over)
     return base
 
@@ -211,6 +264,17 @@ def test_bad_parameters_are_named(over, needle):
 
 def test_api_key_not_needed_without_suite_config():
     assert smoke.validate(_params(api_key=None, probes=["gateway", "postgres"])) == []
+
+
+def test_the_postgres_probe_needs_the_password():
+    errors = smoke.validate(_params(db_password=None))
+    assert any("db_password is required when the postgres probe runs" in e for e in errors), errors
+    assert smoke.validate(_params(db_password=None, probes=["suite_config", "gateway", "auth", "dashboard"])) == []
+
+
+def test_the_default_probe_set_is_all_five_with_suite_config():
+    assert smoke.PROBES == ("suite_config", "gateway", "auth", "postgres", "dashboard")
+    assert "suite_config" in smoke.REQUIRED_PROBES
 
 
 def test_run_probes_refuses_bad_parameters():
@@ -302,7 +366,8 @@ def test_final_failure_stops_at_once(scripted):
     scripted(clock, [smoke.Outcome(False, 401, "HTTP 401", "key_mismatch")])
     result, _ = _loop(clock)
     assert result["attempts"] == 1 and clock.sleeps == []
-    assert result["cause"] == 'SDK throws "401 Unauthorized" from a self-hosted backend'
+    assert result["cause"] == smoke.CAUSES["key_mismatch"]["heading"]
+    assert result["runbook"] == "runbook section 7, 'SDK throws \"401 Unauthorized\" from a self-hosted backend'"
 
 
 def test_a_probe_that_raises_is_a_failed_result_not_a_crash(scripted, monkeypatch):
@@ -340,7 +405,7 @@ def test_summary_and_failure_lines_of_a_failed_run():
     assert smoke.failure_lines(results) == [
         'suite_config: HTTP 404 {"message":"Function not found"} — likely cause: Edge function returns 404 for '
         "/functions/v1/config. Next: ls ../../supabase/functions/config; docker logs paycraft_edge_runtime --tail 100"
-    ]
+    ]  # _r gives no runbook section: none in the line
     results["suite_config"]["attempts"] = 1
     assert "FAILED after 1 attempt," in smoke.summarize(results)
 

@@ -223,3 +223,18 @@ def test_ansible_doc_renders():
     doc = json.loads(proc.stdout)["paycraft.selfhost.paycraft_keys"]
     assert doc["doc"]["options"]["values"]["type"] == "dict"
     assert {"generated", "kept", "verification", "env"} <= set(doc["return"])
+
+
+def test_return_public_holds_no_server_secret(tmp_path):
+    """paycraft_env's one shape: the anon key and the two URLs; the database password never leaves the host."""
+    path = tmp_path / "paycraft.env"
+    res, _ = run(tmp_path, {"path": str(path), "return_public": True, "host": "web1"})
+    assert res["failed"] is True and "return_public=true returns the anon key: set no_log" in res["msg"]
+    registered, out = run(tmp_path, {"path": str(path), "return_public": True}, no_log=True, dump=True)
+    values = read(path)
+    assert registered["public_env"] == {k: values[k] for k in ("PAYCRAFT_ANON_KEY", "PAYCRAFT_API_URL",
+                                                                "PAYCRAFT_DASHBOARD_URL")}
+    assert "env" not in registered
+    for key in ("PAYCRAFT_DB_PASSWORD", "PAYCRAFT_JWT_SECRET", "PAYCRAFT_SERVICE_ROLE_KEY"):
+        assert values[key] not in json.dumps(registered), key
+    assert values["PAYCRAFT_ANON_KEY"] not in out

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from paycraft_testlib import missing
 
 pytestmark = pytest.mark.postgres
 
@@ -25,7 +26,7 @@ FILES = {
 def ansible(params, mdir, tmp_path, *extra, args="", verbosity=None):
     """Run the module ad hoc on localhost; the password travels in a vars file, never in argv."""
     if shutil.which("ansible", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("ansible is not installed in this virtualenv")
+        missing("ansible, in this virtualenv")
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps({"pw": params["password"]}))
     vars_file.chmod(0o600)
@@ -133,3 +134,25 @@ def test_password_never_in_output_even_at_vvv(pg_db, tmp_path):
     proc, _ = ansible(bad, mdir, tmp_path, verbosity="-vvv")
     assert proc.returncode != 0 and "could not connect" in proc.stdout
     assert pg_db["password"] not in proc.stdout + proc.stderr
+
+
+def test_password_from_the_env_file_on_the_host(pg_db, tmp_path):
+    """env_file: the password goes from the env file to the module on the host, never through the play."""
+    mdir = tmp_path / "migrations"
+    write(mdir, FILES)
+    env_file = tmp_path / "paycraft.env"
+    env_file.write_text(f"# written by the config role\nPAYCRAFT_DB_PASSWORD={pg_db['password']}\n")
+    env_file.chmod(0o600)
+    (tmp_path / "vars.json").write_text("{}")
+    cmd = [
+        str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "paycraft.selfhost.paycraft_migrate",
+        "-a", (f"migrations_dir={mdir} login_host={pg_db['host']} login_port={pg_db['port']} "
+               f"login_user={pg_db['user']} login_db={pg_db['dbname']} env_file={env_file} rerun_interrupted=true"),
+        "-e", f"ansible_python_interpreter={sys.executable}", "-vvv",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PAYCRAFT_DB_PASSWORD")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "3 applied" in proc.stdout
+    assert pg_db["password"] not in proc.stdout + proc.stderr
+    assert tables(pg_db) == (True, True)

@@ -30,6 +30,7 @@ def test_documented_options_are_the_argument_spec():
 def test_keys_are_no_log():
     assert paycraft_smoke.ARGUMENT_SPEC["api_key"]["no_log"] is True
     assert paycraft_smoke.ARGUMENT_SPEC["anon_key"]["no_log"] is True
+    assert paycraft_smoke.ARGUMENT_SPEC["db_password"]["no_log"] is True
 
 
 def test_attributes_and_return_are_documented():
@@ -63,12 +64,29 @@ def test_failed_probe_fails_with_the_message_and_keeps_the_result(capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code, result = _run({"probes": ["postgres"], "db_port": port, "timeout": 0, "request_timeout": 1,
-                         "_ansible_check_mode": True}, capsys)
+                         "db_password": "unused-pw-8c1e", "_ansible_check_mode": True}, capsys)
     assert code == 1 and result["changed"] is False
     assert result["msg"].splitlines() == [
         "smoke: 0/1 probes passed (postgres FAILED after 1 attempt)",
         "postgres: connection refused — likely cause: " + smoke.CAUSES["postgres_no_response"]["heading"]
-        + ". Next: docker exec paycraft_db pg_isready -U postgres; docker logs paycraft_db --tail 50",
+        + " (runbook section 7, 'migrations-bootstrap.sh aborts with \"could not connect\"' and "
+        "'Postgres container exits during boot'). "
+        "Next: docker exec paycraft_db pg_isready -U postgres; docker logs paycraft_db --tail 50",
     ]
     assert result["probes"]["postgres"]["status"] == "no response"
     assert result["suite_config"] is None
+
+
+def test_the_postgres_password_comes_from_the_env_file(capsys, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env_file = tmp_path / "paycraft.env"
+    env_file.write_text("PAYCRAFT_DB_PASSWORD=from-the-env-file-5d2c\n")
+    code, result = _run({"probes": ["postgres"], "db_port": port, "timeout": 0, "request_timeout": 1,
+                         "env_file": str(env_file)}, capsys)
+    assert code == 1 and result["probes"]["postgres"]["status"] == "no response"  # validated: the password was read
+    assert "from-the-env-file-5d2c" not in json.dumps(result)
+    code, result = _run({"probes": ["postgres"], "db_port": port, "timeout": 0,
+                         "env_file": str(tmp_path / "missing.env")}, capsys)
+    assert code == 1 and "cannot read the database password from" in result["msg"]

@@ -1,0 +1,112 @@
+"""The smoke role through a real ansible-playbook, against real HTTP servers and the real PostgreSQL fixture.
+
+The gateway is ``TenantStack``: GoTrue's signup/token, PostgREST's api_keys and the config function over
+one in-memory "database" that the tests reset or restore behind the role's back. Asserted: the saved
+smoke key is checked, not trusted. A refused key (api_key_unknown) makes the role sign in again and
+re-provision it, or sign up again when the user is gone, then retry the probes once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from smoke_servers import ANON_KEY, Dashboard, TenantStack
+
+REPO = Path(__file__).resolve().parents[3]
+EMAIL = "smoke@paycraft-selfhost.invalid"
+
+
+@pytest.fixture
+def stack(http_server):
+    gateway = http_server(TenantStack)
+    gateway.server.db = {"users": {}, "keys": {}, "signups": 0}
+    return gateway
+
+
+def run_role(tmp_path, gateway, dashboard, pg, **extra):
+    env_file = tmp_path / "paycraft.env"
+    env_file.write_text(f"PAYCRAFT_DB_PASSWORD={pg.password}\n")
+    env_file.chmod(0o600)
+    role_vars = {
+        "paycraft_config_dir": str(tmp_path),
+        "paycraft_env_file": str(env_file),
+        "paycraft_smoke_credentials_file": str(tmp_path / "smoke-user.json"),
+        "paycraft_smoke_api_url": gateway.url,
+        "paycraft_smoke_dashboard_url": dashboard.url,
+        "paycraft_smoke_db_host": pg.host,
+        "paycraft_smoke_db_port": pg.port,
+        "paycraft_smoke_anon_key": ANON_KEY,
+        "paycraft_smoke_timeout": 5,
+        **extra,
+    }
+    play = [{"name": "smoke", "hosts": "localhost", "gather_facts": False,
+             "roles": [{"role": "paycraft.selfhost.smoke"}]}]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    (tmp_path / "vars.json").write_text(json.dumps(role_vars))
+    env = {**os.environ, "ANSIBLE_PYTHON_INTERPRETER": sys.executable, "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+           "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".venv" / "collections"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", f"@{tmp_path / 'vars.json'}", str(tmp_path / "play.yml")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def saved(tmp_path):
+    return json.loads((tmp_path / "smoke-user.json").read_text())
+
+
+@pytest.mark.postgres
+def test_first_run_provisions_then_a_refused_saved_key_is_reprovisioned(tmp_path, stack, http_server, pg):
+    dashboard = http_server(Dashboard)
+    db = stack.server.db
+
+    # 1. first run: sign up, save the key, 5/5
+    rc, output = run_role(tmp_path, stack, dashboard, pg)
+    assert rc == 0, output[-4000:]
+    assert "smoke: 5/5 probes passed" in output
+    first_key = saved(tmp_path)["api_key"]
+    assert first_key == db["keys"][EMAIL] and db["signups"] == 1
+
+    # 2. a restore gives the tenant another key: the saved key is refused, the role signs in and reads the new one
+    db["keys"][EMAIL] = "pk_test_restored_key_0001"
+    rc, output = run_role(tmp_path, stack, dashboard, pg, paycraft_smoke_use_saved_key=True)
+    assert rc == 0, output[-4000:]
+    assert "is unknown to the database" in output
+    assert "smoke: 5/5 probes passed" in output
+    assert saved(tmp_path)["api_key"] == "pk_test_restored_key_0001"
+    assert db["signups"] == 1  # signed in, not signed up
+
+    # 3. a reset: the user is gone; the role signs up again and the retry passes
+    db["users"].clear()
+    db["keys"].clear()
+    rc, output = run_role(tmp_path, stack, dashboard, pg, paycraft_smoke_use_saved_key=True)
+    assert rc == 0, output[-4000:]
+    assert db["signups"] == 2
+    assert saved(tmp_path)["api_key"] == db["keys"][EMAIL] != "pk_test_restored_key_0001"
+    assert "smoke: 5/5 probes passed" in output
+    for secret in (pg.password, db["keys"][EMAIL], first_key):
+        assert secret not in output
+
+
+@pytest.mark.postgres
+def test_an_operator_key_that_is_refused_is_not_replaced(tmp_path, stack, http_server, pg):
+    rc, output = run_role(tmp_path, stack, http_server(Dashboard), pg, paycraft_smoke_api_key="pk_test_operator_0042")
+    assert rc != 0
+    assert "No tenant owns the API key the probe sent" in output
+    assert "is unknown to the database" not in output
+    assert stack.server.db["signups"] == 0
+
+
+def test_the_role_refuses_a_probe_set_without_suite_config(tmp_path, stack, http_server, pg):
+    rc, output = run_role(tmp_path, stack, http_server(Dashboard), pg,
+                          paycraft_smoke_probes=["gateway", "postgres"])
+    assert rc != 0
+    assert "it must include\nsuite_config" in output or "it must include suite_config" in output
+    assert stack.server.seen == []
