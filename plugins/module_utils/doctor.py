@@ -62,7 +62,8 @@ PASSWORD_FAILED_RE = re.compile(r'password authentication failed for user "([^"]
 BAD_DATADIR_RES = (
     re.compile(r"database files are incompatible with server.*"),
     re.compile(r"initdb: error: directory .* exists but is not empty.*"),
-    re.compile(r"database is uninitialized and (?:superuser )?(?:password|POSTGRES_PASSWORD) is not (?:set|specified).*"),
+    re.compile(r"database is uninitialized and (?:superuser )?(?:password|POSTGRES_PASSWORD) is not "
+               r"(?:set|specified).*"),
     re.compile(r"could not open file \"[^\"]*PG_VERSION\".*"),
     re.compile(r"could not access the server configuration file .*"),
     re.compile(r"this data directory has no record of a finished bootstrap.*"),
@@ -149,31 +150,34 @@ def pg_ping(host: str, port: int, timeout: float) -> tuple[str, str]:
     return smoke.pg_ping(host, port, timeout)
 
 
+# The parameters of a Doctor and their defaults (the module's options).
+DEFAULTS = {
+    "env_file": "/etc/paycraft/paycraft.env",
+    "selfhost_dir": "/opt/paycraft/src/infra/selfhost",
+    "functions_dir": None,  # default: <selfhost_dir>/../../supabase/functions (the compose mount)
+    "dashboard_dir": None,  # default: <selfhost_dir>/../../dashboard
+    "migrations_dir": None,  # default: <selfhost_dir>/../../server/migrations
+    "ledger": "_paycraft_migrations",
+    "compose_project": "selfhost",
+    "api_url": "http://127.0.0.1:54321",
+    "db_host": "127.0.0.1",
+    "db_port": 54322,
+    "ports": None,  # {port: service}
+    "containers": None,  # {service: container name}
+    "npm_install_limit": NPM_INSTALL_LIMIT,
+    "sdk_anon_key": None,
+    "timeout": 5.0,
+    "docker": "docker",
+    "proc_root": "/proc",
+}
+
+
 class Doctor:
     """The checks of one host. ``params``: see ``DEFAULTS``."""
 
-    DEFAULTS = {
-        "env_file": "/etc/paycraft/paycraft.env",
-        "selfhost_dir": "/opt/paycraft/src/infra/selfhost",
-        "functions_dir": None,  # default: <selfhost_dir>/../../supabase/functions (the compose mount)
-        "dashboard_dir": None,  # default: <selfhost_dir>/../../dashboard
-        "migrations_dir": None,  # default: <selfhost_dir>/../../server/migrations
-        "ledger": "_paycraft_migrations",
-        "compose_project": "selfhost",
-        "api_url": "http://127.0.0.1:54321",
-        "db_host": "127.0.0.1",
-        "db_port": 54322,
-        "ports": None,  # {port: service}
-        "containers": None,  # {service: container name}
-        "npm_install_limit": NPM_INSTALL_LIMIT,
-        "sdk_anon_key": None,
-        "timeout": 5.0,
-        "docker": "docker",
-        "proc_root": "/proc",
-    }
 
     def __init__(self, params: dict, runner, http=default_http, now=time.time, pinger=pg_ping):
-        p = dict(self.DEFAULTS)
+        p = dict(DEFAULTS)
         p.update({k: v for k, v in (params or {}).items() if v is not None})
         release = os.path.normpath(os.path.join(p["selfhost_dir"], "..", ".."))
         p["functions_dir"] = p["functions_dir"] or os.path.join(release, "supabase", "functions")
@@ -499,7 +503,8 @@ class Doctor:
         if sdk is not None and sdk != anon:
             why = ("it differs only by surrounding whitespace (a trailing newline)" if sdk.strip() == anon
                    else "they differ")
-            return [result(check, FAIL, f"the SDK's supabaseAnonKey is not byte-identical to {keyslib.ANON_KEY}: {why}.",
+            return [result(check, FAIL,
+                           f"the SDK's supabaseAnonKey is not byte-identical to {keyslib.ANON_KEY}: {why}.",
                            f"paste {keyslib.ANON_KEY} of {self.p['env_file']} into the SDK, trimmed.")]
         return [result(check, OK, f"{keyslib.ANON_KEY} and {keyslib.SERVICE_ROLE_KEY} are signed by "
                        f"{keyslib.JWT_SECRET}, and the running gateway, auth and dashboard use the env file's values.")]
