@@ -88,8 +88,13 @@ def runbook_ref(check: str) -> str:
     return f"runbook section 7, '{RUNBOOK[check]}'"
 
 
+def _flat(text: str) -> str:
+    """Whitespace (newlines of a quoted body or log) collapsed: every result stays one line."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
 def result(check: str, status: str, message: str, fix: str = "", subject: str = "") -> dict:
-    return {"check": check, "subject": subject, "status": status, "message": message, "fix": fix,
+    return {"check": check, "subject": subject, "status": status, "message": _flat(message), "fix": _flat(fix),
             "runbook": runbook_ref(check)}
 
 
@@ -397,9 +402,8 @@ class Doctor:
         info = self.inspect(name)
         if info is None:
             return [self._missing_container(check, "edge-runtime")]
-        logs = self.logs(name, 100)
-        err = runtime_error(logs)
         if not self.running(info):
+            err = runtime_error(self.logs(name, 100))
             return [result(check, FAIL, f"{name} is {self.state_text(info)}"
                            + (f"; its log: {err}" if err else "") + ".",
                            f"docker logs {name} --tail 100; docker compose up -d edge-runtime.")]
@@ -411,10 +415,19 @@ class Doctor:
                            "see the ports check; docker logs paycraft_kong --tail 50.")]
         not_found = status == 404 and "function not found" in body.lower()
         # the config function itself answers 400 (missing/empty apiKey) or 401 (unknown key) to this probe
-        if status < 500 and not not_found and status != 404:
+        if status < 500 and status != 404:
             return [result(check, OK, f"{fdir} is on disk and GET /functions/v1/config answers {status} "
                            "(the function runs).")]
-        what = '404 {"message":"Function not found"}' if not_found else f"{status} {body.strip()[:120]}"
+        if status == 404 and "no route matched" in body.lower():
+            return [result(check, FAIL, "Kong answers 404 'no Route matched' for /functions/v1/config: kong.yml has no "
+                           "route to the edge runtime.", "grep -n 'functions/v1' kong.yml; docker logs paycraft_kong.")]
+        if status == 404 and not not_found:
+            return [result(check, FAIL, f"GET /functions/v1/config answers 404 {_flat(body)[:80]}, not the gateway's "
+                           "or the runtime's answer: something else holds the gateway's port.",
+                           "see the ports check (lsof -iTCP:54321 -sTCP:LISTEN -n -P).")]
+        # a function is booted on its first request: its import error is in the log only after the probe
+        err = runtime_error(self.logs(name, 100))
+        what = '404 {"message":"Function not found"}' if not_found else f"{status} {_flat(body)[:120]}"
         return [result(check, FAIL,
                        f"{fdir} is on disk but GET /functions/v1/config answers {what}: the runtime failed to "
                        "import it" + (f"; its log: {err}" if err else f" (no error in docker logs {name})") + ".",

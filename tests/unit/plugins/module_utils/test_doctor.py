@@ -397,3 +397,26 @@ def test_tenant_trigger_ok_then_dropped_then_ledger_row_deleted(tmp_path, tenanc
     assert gone["message"] == ("030_create_tenants_trigger is not in _paycraft_migrations; auth.users has no "
                                "trigger calling handle_new_user_tenancy() either.")
     assert gone["fix"].startswith("re-run ./migrations-bootstrap.sh")
+
+
+def test_another_server_on_the_gateway_port_is_not_blamed_on_the_runtime(tmp_path):
+    """A real HTTP server (python -m http.server's handler) answers the probe in Kong's place."""
+    import functools
+    import http.server
+    import threading
+
+    release(tmp_path)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        runner = Docker(containers={"paycraft_edge_runtime": container()})
+        res = only(doctor(tmp_path, runner, api_url=f"http://127.0.0.1:{server.server_port}").check_config_function())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res["status"] == d.FAIL
+    assert res["message"].startswith("GET /functions/v1/config answers 404 <!DOCTYPE HTML> <html lang=\"en\">")
+    assert res["message"].endswith("not the gateway's or the runtime's answer: something else holds the gateway's "
+                                   "port.")
+    assert "\n" not in d.line(res)
