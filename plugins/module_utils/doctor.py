@@ -426,7 +426,14 @@ class Doctor:
                            "or the runtime's answer: something else holds the gateway's port.",
                            "see the ports check (lsof -iTCP:54321 -sTCP:LISTEN -n -P).")]
         # a function is booted on its first request: its import error is in the log only after the probe
-        err = runtime_error(self.logs(name, 100))
+        logs = self.logs(name, 100)
+        if not not_found and "boot error" not in body.lower():
+            err = next((x.strip() for x in reversed(logs) if RUNTIME_ERROR_RE.search(x) or "failed" in x), "")
+            return [result(check, FAIL,
+                           f"GET /functions/v1/config answers {status} {_flat(body)[:120]}: the function loads but "
+                           "fails" + (f"; its log: {err}" if err else "") + ".",
+                           f"docker logs {name} --tail 100; when the database refuses it, see the postgres line.")]
+        err = runtime_error(logs)
         what = '404 {"message":"Function not found"}' if not_found else f"{status} {_flat(body)[:120]}"
         return [result(check, FAIL,
                        f"{fdir} is on disk but GET /functions/v1/config answers {what}: the runtime failed to "

@@ -193,6 +193,8 @@ def test_doctor_names_each_fault_and_reports_ok_when_healthy(live):
                      r"the password changed after the paycraft-db volume was created\. Fix: put the password the "
                      r"volume was created with back into the env file, or take a backup first, then docker compose "
                      r"down; docker volume rm selfhost_paycraft-db; docker compose up -d db", bad["postgres"])
+    # the SuiteConfig fails too, and is not blamed on an import: rest cannot log in
+    assert "the function loads but fails; its log: " in bad["config_function"], bad
     assert "rotated" not in "\n".join(res["lines"]) and old not in "\n".join(res["lines"])
     env_file.write_text(env_text)
     compose(host, selfhost, "up", "-d")

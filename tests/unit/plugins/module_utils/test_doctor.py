@@ -420,3 +420,21 @@ def test_another_server_on_the_gateway_port_is_not_blamed_on_the_runtime(tmp_pat
     assert res["message"].endswith("not the gateway's or the runtime's answer: something else holds the gateway's "
                                    "port.")
     assert "\n" not in d.line(res)
+
+
+def test_a_function_that_loads_but_fails_is_not_called_an_import_error(tmp_path):
+    """Answer and log line as the integration run saw them with PAYCRAFT_DB_PASSWORD changed."""
+    release(tmp_path)
+    log = ('config: get_suite_config failed: 503 {"code":"PGRST000","details":"connection to server at \\"db\\" '
+           '(172.18.0.2), port 5432 failed: FATAL:  password authentication failed for user \\"authenticator\\"\\n",'
+           '"hint":null,"message":"Database connection error. Retrying the connection."}\n')
+    runner = Docker(containers={"paycraft_edge_runtime": container()}, logs={"paycraft_edge_runtime": log})
+    dr = d.Doctor({"selfhost_dir": str(tmp_path / "release" / "infra" / "selfhost")}, runner, now=lambda: NOW,
+                  http=lambda url, t: (502, '{"error":"upstream_error","status":503,"code":"PGRST000"}'))
+    res = only(dr.check_config_function())
+    assert res["status"] == d.FAIL
+    assert res["message"].startswith('GET /functions/v1/config answers 502 {"error":"upstream_error","status":503,'
+                                     '"code":"PGRST000"}: the function loads but fails; its log: config: '
+                                     "get_suite_config failed: 503")
+    assert "import" not in res["message"]
+    assert res["fix"].endswith("see the postgres line.")
