@@ -498,11 +498,16 @@ class Doctor:
             value = self.env.get(var) or ""
             if not value:
                 continue
-            status, _claims = keyslib.verify_role_key(value, secret, role, now=int(self.now()))
-            if status != keyslib.OK:
-                problems.append(f"{var} is {status.replace('_', ' ')} for {keyslib.JWT_SECRET}"
-                                + (" (the JWT secret changed after the key was generated)"
-                                   if status == keyslib.BAD_SIGNATURE else ""))
+            status, claims = keyslib.verify_role_key(value, secret, role, now=int(self.now()))
+            if status == keyslib.BAD_SIGNATURE:
+                problems.append(f"{var} is not signed by {keyslib.JWT_SECRET} (the JWT secret changed after the "
+                                "key was generated)")
+            elif status == keyslib.WRONG_ROLE:
+                problems.append(f"{var} is a {claims.get('role')!s} key, not {role}")
+            elif status == keyslib.EXPIRED:
+                problems.append(f"{var} has expired")
+            elif status != keyslib.OK:
+                problems.append(f"{var} is not a JWT")
         if problems:
             return [result(check, FAIL, "; ".join(problems) + f" in {self.p['env_file']}.", regen)]
         # The running containers got their values when they were created: an env file edited since differs.

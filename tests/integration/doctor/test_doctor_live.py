@@ -7,8 +7,9 @@ runs it: its module reads the host's own /proc, docker engine, files and ports.
 
 Sequence: healthy (in --check mode: all OK) -> a process holds 54321 -> the config function removed
 from disk -> the config function fails to import -> PAYCRAFT_DB_PASSWORD changed after the volume was
-created -> an anon key signed by another secret -> the ledger row of 030 deleted and the tenancy trigger
-dropped -> everything restored: all OK again. Each fault is named by its check with the runbook's fix.
+created -> an anon key signed by another secret -> Postgres stopped -> the ledger row of 030 deleted
+and the tenancy trigger dropped -> everything restored: all OK again. Each fault is named by its check
+with the runbook's fix.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from conftest_release import (  # noqa: E402
     API_PORT,
     CONTAINERS,
     DASHBOARD_PORT,
+    DB_PORT,
     SERVICES,
     compose,
+    container_state,
     docker,
     http,
     logs,
@@ -211,9 +214,24 @@ def test_doctor_names_each_fault_and_reports_ok_when_healthy(live):
         env_file.write_text(env_text)
     bad = failing(res)
     assert list(bad) == ["anon_key"], bad
-    assert "PAYCRAFT_ANON_KEY is bad signature for PAYCRAFT_JWT_SECRET (the JWT secret changed after the key " \
+    assert "PAYCRAFT_ANON_KEY is not signed by PAYCRAFT_JWT_SECRET (the JWT secret changed after the key " \
            "was generated)" in bad["anon_key"]
     assert "paycraft_config_resign_keys=true" in bad["anon_key"]
+
+    # --- migrations "could not connect": Postgres down
+    compose(host, selfhost, "stop", "db")
+    try:
+        rc, res = doctor()
+    finally:
+        compose(host, selfhost, "start", "db")
+    bad = failing(res)
+    assert bad["migrations_connect"].startswith(f"FAIL migrations_connect: Postgres on 127.0.0.1:{DB_PORT}: no "
+                                                "response ("), bad
+    assert "Fix: wait 30 seconds and retry ./migrations-bootstrap.sh; if it persists: docker exec paycraft_db " \
+           "pg_isready -U postgres" in bad["migrations_connect"]
+    assert bad["postgres"].startswith("FAIL postgres: paycraft_db is exited ("), bad
+    wait_for(lambda: container_state(host, CONTAINERS["db"]).get("Health", {}).get("Status") == "healthy",
+             timeout=120, what="paycraft_db healthy again")
 
     # --- No tenant on sign-up: the ledger row of 030 deleted and the trigger dropped
     docker(host, "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c",

@@ -327,7 +327,7 @@ def test_anon_key_signed_by_another_secret(tmp_path):
     env, _ = keyed_env(tmp_path, anon=k.make_role_key("anon", "another-secret-0123456789abcdef", now=int(NOW)))
     res = only(doctor(tmp_path, Docker(), env_file=str(env)).check_anon_key())
     assert res["status"] == d.FAIL
-    assert res["message"].startswith("PAYCRAFT_ANON_KEY is bad signature for PAYCRAFT_JWT_SECRET (the JWT secret "
+    assert res["message"].startswith("PAYCRAFT_ANON_KEY is not signed by PAYCRAFT_JWT_SECRET (the JWT secret "
                                      "changed after the key was generated)")
     assert "paycraft_config_resign_keys=true" in res["fix"] and "./generate-keys.sh" in res["fix"]
     assert SECRET not in d.line(res)
@@ -438,3 +438,11 @@ def test_a_function_that_loads_but_fails_is_not_called_an_import_error(tmp_path)
                                      "get_suite_config failed: 503")
     assert "import" not in res["message"]
     assert res["fix"].endswith("see the postgres line.")
+
+
+def test_a_service_role_key_in_the_anon_slot(tmp_path):
+    service = k.make_role_key("service_role", SECRET, now=int(NOW))
+    env, _ = keyed_env(tmp_path, anon=service)
+    res = only(doctor(tmp_path, Docker(), env_file=str(env)).check_anon_key())
+    assert res["status"] == d.FAIL
+    assert res["message"].startswith("PAYCRAFT_ANON_KEY is a service_role key, not anon")
