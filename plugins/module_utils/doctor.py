@@ -334,8 +334,8 @@ class Doctor:
                            "the password changed after the paycraft-db volume was created.",
                            "put the password the volume was created with back into the env file, or " + reset + ".")]
         if not self.running(info):
-            why = f" The log says: {bad_dir}" if bad_dir else ""
-            last = "" if bad_dir else (f" Last log line: {logs[-1]}" if logs else "")
+            why = f" The log says: {bad_dir.rstrip('.')}." if bad_dir else ""
+            last = "" if bad_dir else (f" Last log line: {logs[-1].rstrip('.')}." if logs else "")
             fix = (f"the volume {volume} holds a data directory this Postgres cannot use: " + reset
                    if bad_dir else f"docker logs {name} --tail 50; docker compose up -d db")
             return [result(check, FAIL, f"{name} is {self.state_text(info)}.{why}{last}", fix + ".")]

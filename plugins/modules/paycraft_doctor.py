@@ -164,7 +164,9 @@ results:
       fix: "kill 4242 or stop it, or rebind PayCraft's port in docker-compose.yaml (kong.ports[0]); ..."
       runbook: "runbook section 7, 'Port already in use'"
 lines:
-  description: The report, one line per result, for example C(OK   ports 54321 - published by paycraft_kong.) and the runbook entry.
+  description:
+    - The report, one line per result, for example C(OK   ports 54321 - published by paycraft_kong.) and the
+      runbook entry.
   returned: always
   type: list
   elements: str
