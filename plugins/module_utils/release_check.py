@@ -321,7 +321,8 @@ def plan_gaps(tree: Tree, compose: dict, fill_rest, fill_main) -> dict:
     """Which gaps the release has and which the collection fills, keyed ``rest`` and ``main``."""
     services = (compose or {}).get("services") or {}
     rest_present = REST_SERVICE in services
-    main = {"present": True, "service": None, "path": None, "release_path": None, "command": None}
+    main = {"present": True, "service": None, "path": None, "release_path": None, "command": None,
+            "mount": MAIN_MOUNT}
     for name, service in services.items():
         if not isinstance(service, dict):
             continue

@@ -15,7 +15,7 @@ description:
     (from the objects of the existing O(checkout) when it has them, else by a fetch into a scratch
     repository) and returns the texts of the YAML files of its C(infra/selfhost) directory. The checkout,
     its refs and the running stack are not touched.
-  - V(check) looks at a release tree (O(tree)): the migrations directory resolves and holds C(*.sql) files;
+  - V(check) looks at a release tree (O(tree)) - the migrations directory resolves and holds C(*.sql) files;
     every path the compose file mounts or starts exists in the release; every route of Kong's declarative
     file resolves to a compose service that will run (the gap-filled C(rest) counts); C(docker compose config)
     accepts the compose file with the env file the config role renders (O(env_file) plus a placeholder for
@@ -172,6 +172,15 @@ kong_filled:
   description: Kong's declarative config with its C(/rest/v1/) route pointed at the collection's C(rest) service.
   returned: stage is check and gaps.rest.fill
   type: dict
+filled:
+  description: One sentence per gap the stack role fills, naming the variable and its setting.
+  returned: stage is check
+  type: list
+  elements: str
+report:
+  description: All findings in one message (the label, the count, one line per finding), as the failure says it.
+  returned: stage is check and there are findings
+  type: str
 notes:
   description: Checks that could not run, and why.
   returned: stage is check
@@ -232,6 +241,8 @@ def _check(module, run):
         docker = module.get_bin_path("docker")
         if docker is None:
             notes.append("docker compose config was not run: docker is not installed on the host yet")
+        elif run([docker, "compose", "version"], timeout=60)[0] != 0:
+            notes.append("docker compose config was not run: the Compose v2 plugin is not installed on the host yet")
         else:
             existing = {}
             if p["env_file"] and os.path.isfile(p["env_file"]):
@@ -254,15 +265,18 @@ def _check(module, run):
         "gaps": gaps,
         "kong_file": kong_rel,
         "notes": notes,
+        "filled": [f"{name} filled ({gap['variable']}={gap['setting']})" for name, gap in gaps.items() if gap["fill"]],
     }
     if gaps["rest"]["fill"] and kong is not None:
         result["kong_filled"] = release_check.kong_with_rest(kong)
     if p["remove_tree"]:
         shutil.rmtree(p["tree"], ignore_errors=True)
-    if findings and p["fail_on_findings"]:
+    if findings:
         lines = "\n".join(f"- {f.line()}" for f in findings)
-        module.fail_json(msg=f"{p['label']} cannot run as it is: {len(findings)} finding(s); nothing was changed.\n"
-                             f"{lines}", **result)
+        result["report"] = (f"{p['label']} cannot run as it is: {len(findings)} finding(s); nothing was changed.\n"
+                            f"{lines}")
+        if p["fail_on_findings"]:
+            module.fail_json(msg=result["report"], **result)
     module.exit_json(**result)
 
 
