@@ -1,6 +1,6 @@
 """site.yml on PayCraft's real head release shape (v1.2.0-upstream-shape), on a disposable Docker-in-Docker host.
 
-One host, two runs in order (each DinD run costs minutes on this machine, so they share the host):
+One host, three runs in order (each DinD run costs minutes on this machine, so they share the host):
 
 1. gap filling off, no migrations directory given: the play stops in the source phase's release
    validation with the three findings of the release (dangling ``server/migrations``, no ``main``
@@ -9,11 +9,15 @@ One host, two runs in order (each DinD run costs minutes on this machine, so the
 2. gap filling ``auto`` (the default) and ``paycraft_migrations_dir`` pointed at the v1.1.0 schema (the tag
    ships none, as upstream): site.yml fills ``rest`` and ``main``, the smoke test's SuiteConfig probe is
    green, the summary lists the filled gaps and their variables, and the checkout has no local change;
+3. the installed host asked for ``v1.3.0-test-broken`` (a tag this test adds to a copy of the release: the
+   dashboard directory removed, a Kong route to a service nobody runs): site.yml takes the upgrade path,
+   whose validation refuses before its lock and snapshot -- the checkout stays at the installed tag, no
+   snapshot, no operation record, the same containers.
 
 The host is ``paycraft-local/dind-host:bookworm`` (docker.io installed), started with ``sleep infinity``
 in the DinD shape of ENVIRONMENT.md (never --privileged) and reached through community.docker's docker
 connection; the reference images are loaded into its engine with ``docker save | docker load`` (cached)
-and the release repository is bind-mounted read-only at /srv/paycraft.git.
+and a copy of the release repository is bind-mounted read-only at /srv/paycraft.git.
 """
 
 from __future__ import annotations
@@ -47,19 +51,43 @@ def on(host: str, script: str) -> subprocess.CompletedProcess:
     return docker("exec", host, "sh", "-c", script, check=False)
 
 
+def git(*args: str, cwd: Path | None = None) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.invalid")
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def broken_release(where: Path) -> Path:
+    """A bare copy of the reference release plus ``v1.3.0-test-broken`` on top of the upstream-shape tag."""
+    bare = where / "paycraft.git"
+    git("clone", "-q", "--bare", str(RELEASE), str(bare))
+    work = where / "work"
+    git("clone", "-q", str(bare), str(work))
+    git("checkout", "-q", TAG, cwd=work)
+    git("rm", "-q", "-r", "dashboard", cwd=work)
+    kong = work / "infra" / "selfhost" / "kong.yml"
+    kong.write_text(kong.read_text() + "\n  - name: billing-v1\n    url: http://billing:8080/\n    routes:\n"
+                    "      - name: billing-v1-all\n        paths:\n          - /billing/v1/\n")
+    git("commit", "-qam", "broken on purpose", cwd=work)
+    git("tag", "-a", "-m", "broken", "v1.3.0-test-broken", cwd=work)
+    git("push", "-q", "origin", "v1.3.0-test-broken", cwd=work)
+    return bare
+
+
 @pytest.fixture(scope="module")
-def host(docker_engine):
+def host(docker_engine, tmp_path_factory):
     for image in [HOST_IMAGE, *IMAGES]:
         if docker("image", "inspect", image, check=False).returncode != 0:
             missing(f"the image {image} (bash tests/hosts/build.sh; bash reference/build-images.sh)")
     if not ((RELEASE / "HEAD").is_file() or (RELEASE / ".git").exists()):
         missing("the reference release repository (bash reference/make-release.sh)")
     name = f"paycraft-test-realrel-{secrets.token_hex(4)}"
+    release = broken_release(tmp_path_factory.mktemp("release"))
     try:
         docker("run", "-d", "--name", name, "--hostname", name, "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
                "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
                "--security-opt", "systempaths=unconfined", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-               "-v", f"{name}-docker:/var/lib/docker", "-v", f"{RELEASE}:/srv/paycraft.git:ro",
+               "-v", f"{name}-docker:/var/lib/docker", "-v", f"{release}:/srv/paycraft.git:ro",
                HOST_IMAGE, "sleep", "infinity")
         # the reference images, loaded into the host's engine before site.yml (the host pulls nothing)
         on(name, "dockerd >/var/log/dockerd-preload.log 2>&1 &")
@@ -159,6 +187,30 @@ def test_upstream_shape_refused_before_the_host_changes_then_installed_with_its_
     config = on(host, "docker exec paycraft_edge_runtime cat /proc/1/cmdline | tr '\\0' ' '").stdout
     assert "--main-service /home/deno/paycraft-main" in config, config
     # the gateway answers /rest/v1/ through the filled service (PostgREST's root, anon key)
+    containers = on(host, "docker ps -q --no-trunc | sort").stdout
+    assert len(containers.split()) == 6, containers
+    records = "ls -la /var/backups/paycraft 2>&1; cat /etc/paycraft/operation.json 2>&1"
+    before = on(host, records).stdout
+
+    # 3. an upgrade to a release that cannot run: refused before the lock and the snapshot
+    (tmp_path / "broken").mkdir()
+    rc, out = site(host, tmp_path / "broken", paycraft_version="v1.3.0-test-broken",
+                   paycraft_migrations_dir="/srv/schema/server/migrations")
+    assert rc != 0, out[-6000:]
+    text = " ".join(out.split())
+    assert f"{host}: PayCraft v1.3.0-test-broken" in text and "cannot run as it is: 2 finding(s)" in text, out[-6000:]
+    for line in (
+        "- infra/selfhost/docker-compose.yaml: service dashboard mounts ../../dashboard at /app: dashboard, missing "
+        "from the release.",
+        "- infra/selfhost/kong.yml: route billing-v1 (/billing/v1/) goes to http://billing:8080/, a host no compose "
+        "service answers to.",
+    ):
+        assert line in text, f"missing: {line}\n{out[-6000:]}"
+    assert "Take the snapshot" not in out and "Lock the host" not in out, out[-6000:]
+    assert on(host, "git -C /opt/paycraft/src describe --tags").stdout.strip() == TAG
+    assert on(host, records).stdout == before, "no snapshot, no operation record, no lock"
+    assert on(host, "docker ps -q --no-trunc | sort").stdout == containers
+
     rest = on(host, "curl -s -o /dev/null -w '%{http_code}' -H \"apikey: $(sed -n 's/^PAYCRAFT_ANON_KEY=//p' "
                     "/etc/paycraft/paycraft.env)\" http://127.0.0.1:54321/rest/v1/")
     if rest.returncode == 0:
