@@ -20,7 +20,10 @@ SRC = "/opt/paycraft/src"
 def run(tmp_path: Path, args: dict, check_mode: bool = True) -> dict:
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    # the module's temporary trees go to this test's own TMPDIR (the machine's /tmp is shared)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), TMPDIR=str(scratch))
     proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.stdout.strip(), proc.stderr
@@ -88,9 +91,10 @@ def test_unknown_tag_and_bad_setting(tmp_path, origin):
 
 
 def test_leaves_no_temporary_directory_behind(tmp_path, origin):
-    import glob
-    import tempfile
-
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "paycraft-release-*")))
-    extract_and_check(tmp_path, origin, "v1.1.0")
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "paycraft-release-*"))) == before
+    got, _ = extract_and_check(tmp_path, origin, "v1.1.0")
+    assert got["tree"].startswith(str(tmp_path / "tmp" / "paycraft-release-"))
+    assert list((tmp_path / "tmp").iterdir()) == []
+    # an unknown tag removes its directory too
+    run(tmp_path, {"stage": "extract", "repo": origin, "version": "v9.9.9", "source_dest": SRC,
+                   "migrations_dir": f"{SRC}/server/migrations"})
+    assert list((tmp_path / "tmp").iterdir()) == []
