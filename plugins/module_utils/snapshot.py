@@ -42,12 +42,12 @@ class SnapshotError(Exception):
 
 
 def utc_stamp(now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - Python 3.9
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
 def utc_iso(now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - Python 3.9
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
