@@ -8,6 +8,7 @@
 # Environment:
 #   PAYCRAFT_SKIP_MOLECULE=1   skip the Molecule scenarios (quick local loops)
 #   PAYCRAFT_MOLECULE_JOBS=N   Molecule scenarios run at once (default 2; scripts/molecule.sh)
+#   PAYCRAFT_TEST_SERIAL=1     run the Molecule scenarios after pytest instead of beside it
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -49,6 +50,31 @@ bash tests/hosts/build.sh
 bash reference/build-images.sh
 bash reference/make-release.sh >/dev/null
 
+# The Molecule scenarios run beside pytest (both spend much of their time waiting on engines,
+# health checks and sleeps, and each uses its own hosts, networks and ports); their output is
+# printed whole after pytest's. PAYCRAFT_TEST_SERIAL=1 runs them after pytest instead.
+molecule_pid=""
+molecule_log=""
+run_molecule=0
+if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then run_molecule=1; fi
+if [ "$run_molecule" = 1 ] && [ "${PAYCRAFT_TEST_SERIAL:-0}" != 1 ]; then
+  step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-2} at a time) started beside pytest"
+  molecule_log=$(mktemp "${TMPDIR:-/tmp}/paycraft-molecule-all.XXXXXX")
+  bash scripts/molecule.sh > "$molecule_log" 2>&1 &
+  molecule_pid=$!
+fi
+
+finish_molecule() {  # wait for the scenarios started beside pytest, print their output; their exit code
+  [ -n "$molecule_pid" ] || return 0
+  local mrc=0
+  wait "$molecule_pid" || mrc=$?
+  molecule_pid=""
+  step "molecule scenarios (output)"
+  cat "$molecule_log"
+  rm -f "$molecule_log"
+  return "$mrc"
+}
+
 step "pytest"
 # --junitxml lets us verify below that tests really ran: a strict run fails on a
 # skipped test (named, with its reason) and on a run where no test ran.
@@ -57,15 +83,22 @@ junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
 pytest -p no:cacheprovider --junitxml="$junit" "$@" || rc=$?
 if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
-  exit 1
+  rc=1
+elif [ "$rc" = 0 ]; then
+  python3 scripts/check_junit.py "$junit" || rc=$?
 fi
-[ "$rc" = 0 ] || exit "$rc"
-python3 scripts/check_junit.py "$junit"
 rm -f "$junit"
 
-if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then
+mrc=0
+if [ -n "$molecule_pid" ]; then
+  finish_molecule || mrc=$?
+elif [ "$run_molecule" = 1 ] && [ "$rc" = 0 ]; then
   step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-2} at a time)"
-  bash scripts/molecule.sh
+  bash scripts/molecule.sh || mrc=$?
+fi
+if [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then
+  echo "tests failed: pytest rc=$rc, molecule rc=$mrc" >&2
+  exit 1
 fi
 
 step "this machine's own PayCraft install"
