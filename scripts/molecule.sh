@@ -16,7 +16,16 @@ jobs_max=${PAYCRAFT_MOLECULE_JOBS:-2}
 if [ $# -gt 0 ]; then
   scenarios=("$@")
 else
-  mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)
+  mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)
+  # the longest first, so that the last one to end starts early (minutes on a quiet 2-core
+  # machine: rollback ~20, fleet ~20, default ~14, upgrade ~12, upstream-shape ~8); others after
+  scenarios=()
+  for s in rollback fleet default upgrade upstream-shape; do
+    [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s")
+  done
+  for s in "${found[@]}"; do
+    [[ " ${scenarios[*]:-} " == *" $s "* ]] || scenarios+=("$s")
+  done
 fi
 [ ${#scenarios[@]} -gt 0 ] || { echo "molecule.sh: no scenarios found under molecule/" >&2; exit 1; }
 logs=$(mktemp -d "${TMPDIR:-/tmp}/paycraft-molecule.XXXXXX")
