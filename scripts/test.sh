@@ -7,6 +7,7 @@
 #
 # Environment:
 #   PAYCRAFT_SKIP_MOLECULE=1   skip the Molecule scenarios (quick local loops)
+#   PAYCRAFT_MOLECULE_JOBS=N   Molecule scenarios run at once (default 2; scripts/molecule.sh)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -63,12 +64,8 @@ python3 scripts/check_junit.py "$junit"
 rm -f "$junit"
 
 if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then
-  for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort); do
-    step "molecule test -s $scenario"
-    started=$SECONDS
-    molecule test -s "$scenario"
-    printf 'molecule %s: %ds\n' "$scenario" "$((SECONDS - started))"
-  done
+  step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-2} at a time)"
+  bash scripts/molecule.sh
 fi
 
 step "this machine's own PayCraft install"

@@ -11,7 +11,13 @@ The bench runs `upgrade.yml -e paycraft_version=--to`, then `rollback.yml
 -e paycraft_rollback_version=--from`, each timed; during each, two probe loops poll
 --gateway's /auth/v1/health and /functions/v1/config?apiKey=<the smoke tenant's key>
 every --interval seconds (loopback only; at most --max-probes requests per loop and
---max-seconds per run: the loops stop by themselves). Prints a table.
+--max-seconds per run: the loops stop by themselves).
+
+Baseline, in the same run and on the same host: runbook section 8 done by hand, as an
+operator does it today (pg_dump, git checkout, ./migrations-bootstrap.sh, docker compose
+pull, docker compose up -d --no-deps dashboard edge-runtime; and its "Rolling back": down,
+volume rm, up db, sleep 10, pg_restore --clean --if-exists, checkout, up -d), timed and probed
+the same way. Prints a table with each operation's ratio to its runbook baseline.
 """
 
 from __future__ import annotations
@@ -93,6 +99,46 @@ def run_playbook(inventory, playbook, extra, probes):
     return elapsed
 
 
+RUNBOOK_COMPOSE = ("docker compose -p selfhost -f docker-compose.yaml -f /etc/paycraft/compose.override.yml"
+                   " --env-file /etc/paycraft/paycraft.env")
+
+
+def runbook_script(kind: str, version: str) -> str:
+    """Runbook section 8 on a host the collection installed: the same commands, with the
+    collection's env file and compose override in place of infra/selfhost/.env."""
+    head = ("set -euo pipefail; set -a; . /etc/paycraft/paycraft.env; set +a; "
+            "mkdir -p /root/backups; cd /opt/paycraft/src; ")
+    c = RUNBOOK_COMPOSE
+    if kind == "upgrade":
+        return head + (
+            "docker exec paycraft_db pg_dump -U postgres -Fc postgres > /root/backups/bench.dump; "
+            f"git checkout -q {version}; cd infra/selfhost; ./migrations-bootstrap.sh; "
+            f"{c} pull -q; {c} up -d --no-deps dashboard edge-runtime")
+    return head + (
+        f"cd infra/selfhost; {c} down; docker volume rm selfhost_paycraft-db; {c} up -d db; sleep 10; "
+        "until docker exec paycraft_db pg_isready -U postgres -q; do sleep 1; done; "
+        "cat /root/backups/bench.dump | docker exec -i paycraft_db pg_restore -U postgres -d postgres"
+        " --clean --if-exists || true; "  # the runbook's restore over a fresh volume reports already-present objects
+        f"git checkout -q {version}; {c} up -d")
+
+
+def run_runbook(host, kind, version, probes):
+    for p in probes:
+        p.start()
+    t0 = time.monotonic()
+    res = subprocess.run(["docker", "exec", host, "bash", "-c", runbook_script(kind, version)],
+                         capture_output=True, text=True)
+    elapsed = time.monotonic() - t0
+    time.sleep(1.0)
+    for p in probes:
+        p.stop.set()
+        p.join()
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout[-3000:] + res.stderr[-3000:])
+        raise SystemExit(f"runbook {kind} failed (rc {res.returncode})")
+    return elapsed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-i", "--inventory", required=True)
@@ -116,13 +162,19 @@ def main():
         key = host_sh(args.host, ["docker", "exec", "paycraft_db", "psql", "-U", "postgres", "-tAXc",
                                   "SELECT key FROM api_keys WHERE revoked_at IS NULL LIMIT 1"])
     headers = {"apikey": anon}
+    ops = (
+        ("collection", f"upgrade {args.from_version} -> {args.to_version}",
+         lambda pr: run_playbook(args.inventory, "upgrade.yml", ["-e", f"paycraft_version={args.to_version}"], pr)),
+        ("collection", f"rollback {args.to_version} -> {args.from_version}",
+         lambda pr: run_playbook(args.inventory, "rollback.yml",
+                                 ["-e", f"paycraft_rollback_version={args.from_version}"], pr)),
+        ("runbook by hand", f"upgrade {args.from_version} -> {args.to_version}",
+         lambda pr: run_runbook(args.host, "upgrade", args.to_version, pr)),
+        ("runbook by hand", f"rollback {args.to_version} -> {args.from_version}",
+         lambda pr: run_runbook(args.host, "rollback", args.from_version, pr)),
+    )
     rows = []
-    for label, playbook, extra in (
-        (f"upgrade {args.from_version} -> {args.to_version}", "upgrade.yml",
-         ["-e", f"paycraft_version={args.to_version}"]),
-        (f"rollback {args.to_version} -> {args.from_version}", "rollback.yml",
-         ["-e", f"paycraft_rollback_version={args.from_version}"]),
-    ):
+    for who, label, run in ops:
         deadline = time.monotonic() + args.max_seconds
         probes = [
             Probe("gateway /auth/v1/health", f"{args.gateway}/auth/v1/health", headers, args.interval,
@@ -130,15 +182,20 @@ def main():
             Probe("config endpoint", f"{args.gateway}/functions/v1/config?apiKey={key}", headers, args.interval,
                   args.max_probes, deadline),
         ]
-        elapsed = run_playbook(args.inventory, playbook, extra, probes)
+        elapsed = run(probes)
         for p in probes:
-            rows.append((label, elapsed, p.name, p.count, p.failures, p.down_seconds, p.longest))
+            rows.append((who, label, elapsed, p.name, p.count, p.failures, p.down_seconds, p.longest))
 
-    print("| operation | playbook seconds | endpoint | probes | non-200 | seconds without a 200 | longest gap |")
-    print("|---|---:|---|---:|---:|---:|---:|")
-    for label, elapsed, name, count, failures, down, longest in rows:
-        print(f"| {label} | {elapsed:.1f} | {name} | {count} | {failures} | {down:.1f} | {longest:.1f} |")
-
+    base = {(label, name): elapsed for who, label, elapsed, name, *_ in rows if who == "runbook by hand"}
+    print("| how | operation | seconds | x runbook | endpoint | probes | non-200 | seconds without a 200"
+          " | longest gap |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|")
+    for who, label, elapsed, name, count, failures, down, longest in rows:
+        ratio = elapsed / base[(label, name)] if base.get((label, name)) else float("nan")
+        print(f"| {who} | {label} | {elapsed:.1f} | {ratio:.2f} | {name} | {count} | {failures} | {down:.1f}"
+              f" | {longest:.1f} |")
+    print("\nThe runbook's upgrade recreates nothing it does not have to (`up -d --no-deps` without --force-recreate:"
+          " the new function code may not run) and its rollback is offline (`docker compose down`).")
 
 if __name__ == "__main__":
     main()

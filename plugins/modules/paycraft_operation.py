@@ -9,8 +9,8 @@ module: paycraft_operation
 short_description: Record an upgrade or rollback step by step on the host, under a host-level lock
 version_added: 0.1.0
 description:
-  - Keeps the state file of the host's current or last upgrade/rollback (written atomically, 0600):
-    operation, versions, snapshot, who runs it, and every step begun and done. A run that dies leaves it
+  - Keeps the state file of the host's current or last upgrade/rollback (written atomically, 0600) with
+    the operation, the versions, the snapshot, who runs it, and every step begun and done. A run that dies leaves it
     C(running), so the next run sees the unfinished operation instead of starting over.
   - O(state=check) reads it, and whether the lock is held and by whom. Nothing changes.
   - O(state=begin) takes the host-level lock (an C(flock) held by a small process on the host for the
@@ -20,13 +20,14 @@ description:
   - O(state=step) records a step V(begun), V(done) or V(failed), with O(details).
   - O(state=finish) records the final O(status) and O(message) and releases the lock.
 author:
-  - paycraft.selfhost contributors
+  - paycraft.selfhost maintainers (@paycraft)
 attributes:
   check_mode:
     support: full
     description: Only O(state=check) reads; the others report what they would write.
   diff_mode:
     support: none
+    description: The record is a state file, not a managed document, so no diff is shown.
 options:
   state:
     description: What to do.

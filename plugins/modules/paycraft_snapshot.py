@@ -11,8 +11,8 @@ version_added: 0.1.0
 description:
   - A snapshot is C(pg_dump -Fc) of the PayCraft database plus C(pg_dumpall --globals-only) (roles and
     their passwords), made by the tools inside the database container, verified with C(pg_restore --list),
-    stored in a directory of its own under O(backup_dir) (0700, files 0600) with a C(manifest.json):
-    version, UTC time, size, sha256 of each file, the migration ledger's head and the collection version.
+    stored in a directory of its own under O(backup_dir) (0700, files 0600) with a C(manifest.json) that
+    holds the version, UTC time, size, sha256 of each file, the migration ledger's head and the collection version.
   - O(state=check) estimates the snapshot from C(pg_database_size) and fails when O(backup_dir)'s file
     system would not hold it. Nothing changes.
   - O(state=present) takes a snapshot and keeps only the newest O(keep).
@@ -21,13 +21,14 @@ description:
   - O(state=restored) verifies, then replaces the database with the snapshot (globals, then
     C(pg_restore --clean --if-exists --create)). Stop every other client of the database first.
 author:
-  - paycraft.selfhost contributors
+  - paycraft.selfhost maintainers (@paycraft)
 attributes:
   check_mode:
     support: full
     description: O(state=check) and O(state=verified) run in check mode; the others report what they would do.
   diff_mode:
     support: none
+    description: Snapshots are files written whole, so no diff is shown.
 options:
   state:
     description: What to do.

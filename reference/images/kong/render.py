@@ -85,6 +85,13 @@ def collect_routes(config):
     return routes
 
 
+def dns_valid_ttl():
+    """Seconds a resolved service address is cached (Kong's dns_valid_ttl; Kong itself keeps
+    Docker's record TTL, 600 s, when it is unset: this stand-in keeps 10 s)."""
+    value = os.environ.get("KONG_DNS_VALID_TTL", "").strip()
+    return value if value.isdigit() and int(value) > 0 else "10"
+
+
 def resolvers():
     found = []
     try:
@@ -190,7 +197,7 @@ def render(config, listen_spec):
         "    default_type application/json;",
         "    server_tokens off;",
         f"    more_set_headers 'Server: kong/{KONG_VERSION}';",
-        f"    resolver {' '.join(resolvers())} valid=10s ipv6=off;",
+        f"    resolver {' '.join(resolvers())} valid={dns_valid_ttl()}s ipv6=off;",
         "    resolver_timeout 5s;",
         "    client_max_body_size 0;",
         "    client_body_temp_path /tmp/kong/client_body;",

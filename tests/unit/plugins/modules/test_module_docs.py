@@ -22,9 +22,10 @@ def _doc(name):
     return yaml.safe_load(module.DOCUMENTATION)
 
 
-def test_the_five_modules_are_checked():
-    assert MODULES == ["paycraft_converged", "paycraft_keys", "paycraft_migrate", "paycraft_preflight",
-                       "paycraft_smoke"]
+def test_every_module_is_checked():
+    assert MODULES == ["paycraft_converged", "paycraft_doctor", "paycraft_keys", "paycraft_migrate",
+                       "paycraft_operation", "paycraft_preflight", "paycraft_release_check", "paycraft_smoke",
+                       "paycraft_snapshot"]
 
 
 @pytest.mark.parametrize("name", MODULES)
