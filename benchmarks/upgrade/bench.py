@@ -81,23 +81,27 @@ class Probe(threading.Thread):
             self.longest = max(self.longest, span)
 
 
-def run_playbook(inventory, playbook, extra, probes):
+def probed(probes, argv, **kw):
+    """Runs argv while the probe loops poll; returns (seconds, the finished process)."""
     for p in probes:
         p.start()
     t0 = time.monotonic()
-    res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
-                          os.path.join(REPO, "playbooks", playbook), *extra],
-                         cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run(argv, capture_output=True, text=True, **kw)
     elapsed = time.monotonic() - t0
     time.sleep(1.0)
     for p in probes:
         p.stop.set()
         p.join()
+    return elapsed, res
+
+
+def run_playbook(inventory, playbook, extra, probes):
+    elapsed, res = probed(probes, [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
+                                   os.path.join(REPO, "playbooks", playbook), *extra], cwd=REPO)
     if res.returncode != 0:
         sys.stderr.write(res.stdout[-4000:])
         raise SystemExit(f"{playbook} failed (rc {res.returncode})")
     return elapsed
-
 
 RUNBOOK_COMPOSE = ("docker compose -p selfhost -f docker-compose.yaml -f /etc/paycraft/compose.override.yml"
                    " --env-file /etc/paycraft/paycraft.env")
@@ -123,21 +127,11 @@ def runbook_script(kind: str, version: str) -> str:
 
 
 def run_runbook(host, kind, version, probes):
-    for p in probes:
-        p.start()
-    t0 = time.monotonic()
-    res = subprocess.run(["docker", "exec", host, "bash", "-c", runbook_script(kind, version)],
-                         capture_output=True, text=True)
-    elapsed = time.monotonic() - t0
-    time.sleep(1.0)
-    for p in probes:
-        p.stop.set()
-        p.join()
+    elapsed, res = probed(probes, ["docker", "exec", host, "bash", "-c", runbook_script(kind, version)])
     if res.returncode != 0:
         sys.stderr.write(res.stdout[-3000:] + res.stderr[-3000:])
         raise SystemExit(f"runbook {kind} failed (rc {res.returncode})")
     return elapsed
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

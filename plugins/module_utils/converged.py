@@ -221,6 +221,17 @@ def managed_files(params: dict) -> dict[str, str]:
     }
 
 
+def fill_files(fill_dir: str) -> list[str]:
+    """Every file under ``fill_dir`` (the gaps the collection fills), sorted; none when it is absent."""
+    if not fill_dir or not os.path.isdir(fill_dir):
+        return []
+    out = []
+    for root, dirs, names in os.walk(fill_dir):
+        dirs.sort()
+        out.extend(os.path.join(root, n) for n in sorted(names))
+    return out
+
+
 def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, list[str]]:
     """Everything a full run converges, read now; and the problems that make it "not converged"."""
     probe = probe or Probe(docker=params.get("docker_cli") or "docker", runner=params.get("runner"))
@@ -247,6 +258,9 @@ def live_fingerprint(params: dict, probe: Probe | None = None) -> tuple[dict, li
         files[key] = link_fingerprint(path) if key == "env_link" else file_fingerprint(path)
         if files[key] is None:
             problems.append(f"{path} is missing")
+    # the collection's own files for the release's gaps (kong file, router): each file by content
+    for path in fill_files(params.get("fill_dir") or ""):
+        files[path] = file_fingerprint(path)
     if params.get("env_link") and files.get("env_link") is not None:
         if files["env_link"].get("link") != params["env_file"]:
             problems.append(f"{params['env_link']} is not a link to {params['env_file']}")
@@ -304,7 +318,8 @@ def drift(old: dict, new: dict) -> list[str]:
         if part == "files" and isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
                 if a.get(key) != b.get(key):
-                    out.append(f"{key.replace('_', ' ')} changed since the last successful run")
+                    label = key if "/" in key else key.replace("_", " ")  # a path, or a part's name
+                    out.append(f"{label} changed since the last successful run")
         elif part == "ledger" and isinstance(a, dict) and isinstance(b, dict):
             if a.get("system_identifier") != b.get("system_identifier"):
                 out.append("the database was initialised again since the last successful run (a reset?)")

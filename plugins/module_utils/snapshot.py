@@ -30,6 +30,8 @@ import shutil
 import subprocess
 import tempfile
 
+from ansible_collections.paycraft.selfhost.plugins.module_utils import preflight
+
 MANIFEST = "manifest.json"
 DUMP = "database.dump"
 GLOBALS = "globals.sql"
@@ -42,12 +44,12 @@ class SnapshotError(Exception):
 
 
 def utc_stamp(now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - Python 3.9
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
 def utc_iso(now: datetime.datetime | None = None) -> str:
-    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - Python 3.9
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -233,14 +235,7 @@ def needed_bytes(db_size: int, factor: float = 1.0, reserve: int = 0) -> int:
 
 def free_bytes(path: str) -> int:
     """Free bytes for an unprivileged writer on the file system of ``path`` (or its nearest existing parent)."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    st = os.statvfs(probe)
-    return st.f_bavail * st.f_frsize
+    return preflight.free_bytes(preflight.nearest_existing(path))
 
 
 class Database:

@@ -85,6 +85,12 @@ options:
   license_file:
     description: The Enterprise licence file, when one is installed. Empty when none is managed.
     type: path
+  fill_dir:
+    description:
+      - The directory of the collection's own files for the release's gaps (its kong file and router
+        function). Every file under it is compared by content, mode and owner. Empty, or a directory
+        that does not exist, when nothing is filled.
+    type: path
   migrations_dir:
     description: The release's migrations.
     type: path
@@ -171,6 +177,7 @@ def main():
             override_file=dict(type="path", required=True),
             env_link=dict(type="path"),
             license_file=dict(type="path"),
+            fill_dir=dict(type="path"),
             migrations_dir=dict(type="path", required=True),
             ledger_table=dict(type="str", default="_paycraft_migrations"),
         )

@@ -107,6 +107,11 @@ options:
     description: How the failure message names the host and release.
     type: str
     default: this release
+  hint:
+    description:
+      - A sentence added to the failure when V(extract) cannot read the version (for example the repository's tags).
+    type: str
+    default: ""
 attributes:
   check_mode:
     support: full
@@ -207,7 +212,9 @@ def _extract(module, run):
         commit = release_check.extract_release(run, p["repo"], p["version"], dest, checkout=p["checkout"])
     except release_check.ReleaseError as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        module.fail_json(msg=f"{p['label']}: cannot read {p['version']} of {p['repo']}: {exc}. Nothing was changed.")
+        hint = f" {p['hint']}" if p["hint"] else ""
+        module.fail_json(msg=f"{p['label']}: cannot read {p['version']} of {p['repo']}: {exc}. "
+                             f"Nothing was changed.{hint}")
     files = {}
     selfhost = os.path.join(dest, p["selfhost_rel"].strip("/"))
     if os.path.isdir(selfhost):
@@ -303,6 +310,7 @@ def main():
             env_keys=dict(type="list", elements="str", default=[], no_log=False),
             fail_on_findings=dict(type="bool", default=True),
             label=dict(type="str", default="this release"),
+            hint=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )

@@ -68,3 +68,22 @@ def test_drift_names_what_changed():
     recreated = _live(stack={**old["stack"], "containers": {"db": {"id": "c2", "env": "e2", "config_hash": "h1"}}})
     assert converged.drift(old, recreated) == ["container(s) db changed since the last successful run"]
 
+
+
+def test_the_filled_gaps_are_part_of_the_fingerprint(tmp_path):
+    """The collection's kong file and router function: a hand edit or a removal means a full run."""
+    fill = tmp_path / "fill"
+    assert converged.fill_files(str(fill)) == [] and converged.fill_files("") == []
+    (fill / "paycraft_main").mkdir(parents=True)
+    (fill / "kong.yml").write_text("services: []\n")
+    (fill / "paycraft_main" / "index.ts").write_text("serve()\n")
+    files = converged.fill_files(str(fill))
+    assert files == [str(fill / "kong.yml"), str(fill / "paycraft_main" / "index.ts")]
+    old = _live(files={**_live()["files"], **{f: converged.file_fingerprint(f) for f in files}})
+    (fill / "kong.yml").write_text("services: [edited]\n")
+    edited = _live(files={**_live()["files"], **{f: converged.file_fingerprint(f) for f in files}})
+    assert converged.drift(old, edited) == [f"{fill / 'kong.yml'} changed since the last successful run"]
+    (fill / "paycraft_main" / "index.ts").unlink()
+    gone = _live(files={**_live()["files"], **{f: converged.file_fingerprint(f) for f in converged.fill_files(str(fill))}})
+    assert converged.drift(edited, gone) == [
+        f"{fill / 'paycraft_main' / 'index.ts'} changed since the last successful run"]

@@ -6,10 +6,14 @@ import datetime
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import snapshot as s
-from conftest import PG_BIN
+
+# the same server binaries as the session's cluster (tests/conftest.py); not imported from there:
+# `conftest` is whichever conftest module pytest imported last under that name
+PG_BIN = Path(os.environ.get("PAYCRAFT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 T0 = datetime.datetime(2026, 11, 28, 23, 0, 0, tzinfo=datetime.timezone.utc)  # noqa: UP017 - Python 3.9
 
