@@ -80,12 +80,16 @@ step "pytest"
 # skipped test (named, with its reason) and on a run where no test ran.
 rc=0
 junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
-pytest -p no:cacheprovider --junitxml="$junit" "$@" || rc=$?
+pytest_log=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.log")
+set +e
+pytest -p no:cacheprovider -rfEs --junitxml="$junit" "$@" 2>&1 | tee "$pytest_log"
+rc=${PIPESTATUS[0]}
+set -e
 if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   rc=1
 elif [ "$rc" = 0 ]; then
-  python3 scripts/check_junit.py "$junit" || rc=$?
+  python3 scripts/check_junit.py "$junit" 2> >(tee -a "$pytest_log" >&2) || rc=$?
 fi
 rm -f "$junit"
 
@@ -97,12 +101,17 @@ elif [ "$run_molecule" = 1 ] && [ "$rc" = 0 ]; then
   bash scripts/molecule.sh || mrc=$?
 fi
 if [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then
+  if [ "$rc" != 0 ]; then
+    # the Molecule output above is long: repeat pytest's verdict last, where a reader looks first
+    step "pytest's verdict again (its full output is above)"
+    { sed -n '/short test summary info/,$p' "$pytest_log"; grep -A40 'tests skipped; a strict run' "$pytest_log"; } | tail -n 80
+  fi
   echo "tests failed: pytest rc=$rc, molecule rc=$mrc" >&2
   exit 1
 fi
 
 step "this machine's own PayCraft install"
 python3 scripts/install-state.py check "$install_state"
-rm -f "$install_state"
+rm -f "$install_state" "$pytest_log"
 echo
 echo "all tests passed"
