@@ -85,7 +85,8 @@ def live(tmp_path_factory):
 
         def play(playbook: str, *extra: str) -> tuple[int, str]:
             env = {**_controller_env(), "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", ""),
-                   "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+                   "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
             proc = subprocess.run(["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / playbook),
                                    *extra], env=env, capture_output=True, text=True, timeout=3600)
             return proc.returncode, proc.stdout + proc.stderr
@@ -134,10 +135,17 @@ def backups(live) -> list[str]:
 
 def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, tmp_path):
     name, play = live["name"], live["play"]
+    def counts():
+        return [int(n) for n in psql(live, "SELECT (SELECT count(*) FROM tenants) || ' ' || (SELECT count(*) FROM "
+                                           "products) || ' ' || (SELECT count(*) FROM api_keys) || ' ' || "
+                                           "(SELECT count(*) FROM auth.users)").split()]
+
+    before = counts()  # site.yml's smoke test signed up a user of its own
     write_through_the_stack(live)
-    rows = psql(live, "SELECT (SELECT count(*) FROM tenants) || '/' || (SELECT count(*) FROM products) || '/' || "
-                      "(SELECT count(*) FROM api_keys) || '/' || (SELECT count(*) FROM auth.users)")
-    assert rows == f"{USERS}/{USERS * 25}/{USERS * 2}/{USERS}"
+    tenants, products, keys, users = counts()
+    # each sign-up's trigger makes a default test key; the app made two more
+    assert [tenants, products, keys, users] == [before[0] + USERS, before[1] + USERS * 25, before[2] + USERS * 3,
+                                                before[3] + USERS]
 
     # --- a backup now; the cron job installed (no systemd in this host)
     rc, out = play("backup.yml")
@@ -153,22 +161,23 @@ def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, t
     assert all(m.startswith("600 ") for m in modes[2:] if m), modes
     manifest = json.loads(sh(name, f"cat {BACKUPS}/{first}/manifest.json").stdout)
     assert manifest["kind"] == "backup" and manifest["version"] == "v1.0.0"
-    assert manifest["tables"]["public.products"]["rows"] == USERS * 25
-    assert manifest["tables"]["public.api_keys"]["rows"] == USERS * 2
-    assert manifest["tables"]["auth.users"]["rows"] == USERS
+    assert manifest["tables"]["public.products"]["rows"] == products
+    assert manifest["tables"]["public.api_keys"]["rows"] == keys
+    assert manifest["tables"]["auth.users"]["rows"] == users
     # the volume is not where the backups are
     assert sh(name, "docker volume inspect selfhost_paycraft-db --format '{{.Mountpoint}}'").stdout.strip() \
         not in BACKUPS
 
     # --- the drill passes, per table; the live database is untouched and the throw-away one is gone
-    psql(live, "INSERT INTO public.paywall(tenant_id) SELECT id FROM tenants LIMIT 1")
+    psql(live, "INSERT INTO public.products(tenant_id, sku, name, price_cents) SELECT id, 'after-backup', "
+               "'Written after the backup', 1 FROM tenants LIMIT 1")
     rc, out = play("backup.yml", "-e", "paycraft_backup_drill=true")
     assert rc == 0, out[-6000:]
-    assert f"OK   public.products: {USERS * 25} rows restored, {USERS * 25} dumped" in out
-    assert f"OK   auth.users: {USERS} rows restored, {USERS} dumped" in out
+    assert f"OK   public.products: {products} rows restored, {products} dumped" in out
+    assert f"OK   auth.users: {users} rows restored, {users} dumped" in out
     assert re.search(rf"drill PASSED: backup {first} \(.*\), (\d+)/\1 tables match", out), out[-3000:]
     assert psql(live, "SELECT count(*) FROM pg_database WHERE datname LIKE 'paycraft_drill_%'") == "0"
-    assert psql(live, "SELECT count(*) FROM public.paywall") == "1"
+    assert psql(live, "SELECT count(*) FROM public.products") == str(products + 1)
 
     # --- a corrupt dump: truncated, then one byte flipped; the drill names the file
     dump = f"{BACKUPS}/{first}/database.dump"
@@ -237,8 +246,84 @@ def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, t
     rc, out = play("rollback.yml", "-e", f"paycraft_rollback_snapshot={BACKUPS}/{encrypted}")
     assert rc != 0 and "is a backup encrypted with age" in out, out[-3000:]
     plain = after[-1]
-    psql(live, "DELETE FROM public.paywall")
+    psql(live, "DELETE FROM public.products WHERE sku = 'after-backup'")
     rc, out = play("rollback.yml", "-e", f"paycraft_rollback_snapshot={BACKUPS}/{plain}")
     assert rc == 0, out[-6000:]
-    assert psql(live, "SELECT count(*) FROM public.paywall") == "1"
-    assert psql(live, "SELECT count(*) FROM public.products") == str(USERS * 25)
+    assert psql(live, "SELECT count(*) FROM public.products WHERE sku = 'after-backup'") == "1"
+    assert psql(live, "SELECT count(*) FROM public.products") == str(products + 1)
+
+
+@pytest.fixture
+def backup_host(live, tmp_path):
+    """A second disposable host on the PayCraft host's network, running a real sshd with rsync (Debian's
+    openssh-server, installed by apt as on a real backup host); a key pair made on the controller."""
+    from paycraft_dind import _controller_env
+
+    image = "paycraft-local/host:bookworm"
+    env = _controller_env()
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True, env=env).returncode != 0:
+        missing(f"the test host image {image} (bash tests/hosts/build.sh)")
+    name = f"paycraft-pytest-backuphost-{secrets.token_hex(3)}"
+    subprocess.run(["docker", "run", "-d", "--name", name, "--hostname", name, "--network", live["host"].network,
+                    image, "sleep", "infinity"], check=True, capture_output=True, env=env)
+    try:
+        sh(name, "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                 "--no-install-recommends openssh-server rsync >/dev/null && mkdir -p /run/sshd /srv/backups "
+                 "&& chmod 700 /srv/backups")
+        key = tmp_path / "backup_ssh_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "paycraft-backup", "-f", str(key)],
+                       check=True)
+        sh(name, f"mkdir -p -m 700 /root/.ssh && echo '{(tmp_path / 'backup_ssh_key.pub').read_text().strip()}' "
+                 "> /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && /usr/sbin/sshd")
+        host_key = sh(name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
+        yield {"name": name, "key": key.read_text(), "known_hosts": f"{name} {host_key[0]} {host_key[1]}",
+               "dest": f"root@{name}:/srv/backups/paycraft"}
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, env=env)
+
+
+def test_offsite_copy_over_ssh_to_a_second_host_verified_reported_when_it_fails_and_restored_from_there(
+        live, backup_host, tmp_path):
+    from paycraft_dind import _controller_env
+
+    name, play, far = live["name"], live["play"], backup_host["name"]
+    settings = tmp_path / "offsite.json"
+    settings.write_text(json.dumps({
+        "paycraft_backup_offsite": "rsync", "paycraft_backup_offsite_dest": backup_host["dest"],
+        "paycraft_backup_ssh_private_key": backup_host["key"],
+        "paycraft_backup_ssh_known_hosts": backup_host["known_hosts"], "paycraft_backup_keep_count": 10}))
+    rc, out = play("backup.yml", "-e", f"@{settings}")
+    assert rc == 0, out[-6000:]
+    taken = newest(live)
+    assert f"off-site copy of {taken} verified at rsync {backup_host['dest']} (sha256 of 3 files read back)" in out
+    here = sh(name, f"cd {BACKUPS}/{taken} && sha256sum database.dump globals.sql manifest.json").stdout
+    there = sh(far, f"cd /srv/backups/paycraft/{taken} && sha256sum database.dump globals.sql manifest.json").stdout
+    assert here == there
+    assert sh(far, f"stat -c %a /srv/backups/paycraft/{taken}/database.dump").stdout.strip() == "600"
+    assert "BEGIN OPENSSH PRIVATE KEY" not in out  # no_log
+
+    # the backup host is down: the run fails, says so, and the next run reports it and catches up
+    subprocess.run(["docker", "pause", far], check=True, capture_output=True, env=_controller_env())
+    try:
+        rc, out = play("backup.yml", "-e", f"@{settings}", "-e", "paycraft_backup_timeout=20")
+    finally:
+        subprocess.run(["docker", "unpause", far], check=True, capture_output=True, env=_controller_env())
+    assert rc != 0
+    missed = newest(live)
+    assert f"backup {missed} was taken and is kept in {BACKUPS}, but its off-site copy to rsync " \
+           f"{backup_host['dest']} failed" in out, out[-3000:]
+    status = json.loads(sh(name, f"cat {BACKUPS}/offsite.json").stdout)
+    assert status["state"] == "failed" and status["pending"] == [missed]
+    rc, out = play("backup.yml", "-e", f"@{settings}")
+    assert rc == 0, out[-6000:]
+    assert "WARNING: the previous run's the off-site copy failed at " in out
+    assert f"not copied yet: {missed}" in out
+    assert f"off-site copy of {missed} verified at rsync" in out
+    assert missed in sh(far, "ls /srv/backups/paycraft").stdout.split()
+
+    # restored from there: the local copy gone, the drill brings the off-site copy back
+    sh(name, f"rm -rf {BACKUPS}/{taken}")
+    rc, out = play("backup.yml", "-e", f"@{settings}", "-e", "paycraft_backup_drill=true", "-e",
+                   "paycraft_backup_drill_from_offsite=true", "-e", f"paycraft_backup_drill_name={taken}")
+    assert rc == 0, out[-6000:]
+    assert re.search(rf"drill PASSED: backup {taken} \(", out), out[-3000:]
