@@ -21,6 +21,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,7 @@ def backups(live) -> list[str]:
     return sh(live["name"], f"ls -1 {BACKUPS} | grep -E '^[0-9]{{8}}T' || true").stdout.split()
 
 
-def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, tmp_path):
+def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, request):
     name, play = live["name"], live["play"]
     def counts():
         return [int(n) for n in psql(live, "SELECT (SELECT count(*) FROM tenants) || ' ' || (SELECT count(*) FROM "
@@ -218,7 +219,10 @@ def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, t
     assert re.findall(r"retention removed (\S+) \(created ", out) == five[:4], out[-3000:]
 
     # --- encrypted: the identity stays on the controller; the drill decrypts there
-    identity = tmp_path / "identity.txt"
+    # outside the pytest basetemp, which the DinD host mounts: the identity must be the controller's alone
+    keydir = Path(tempfile.mkdtemp(prefix="paycraft-pytest-age-", dir="/var/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(keydir, ignore_errors=True))
+    identity = keydir / "identity.txt"
     keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
     recipient = re.search(r"Public key: (age1\S+)", keygen.stderr).group(1)
     rc, out = play("backup.yml", "-e", json.dumps({"paycraft_backup_age_recipients": [recipient],
