@@ -10,6 +10,11 @@ the dump truncated, then one byte flipped: the drill names the file and restores
 the scheduled command run as cron runs it -> retention removes exactly what is past both limits ->
 an age-encrypted backup, drilled with the identity kept on the controller -> rollback.yml refuses
 the encrypted backup by name and restores an unencrypted one named by its path.
+
+Then off-site, to a second disposable host on the PayCraft host's network (Debian's openssh-server and
+rsync): a copy over SSH verified by the sha256 read back there -> the backup host paused: the run fails
+and records it -> the next run reports the failure and copies what was missing -> the local backup
+removed, the drill brings the off-site copy back and passes.
 """
 
 from __future__ import annotations
