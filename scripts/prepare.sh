@@ -73,6 +73,20 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
   apt_install postgresql-15
 fi
 
+# --- 5b. the backup tests' real tools: age, restic, rsync over a real sshd, cron -----
+backup_pkgs=""
+for pair in age:age age-keygen:age restic:restic rsync:rsync ssh:openssh-client /usr/sbin/sshd:openssh-server \
+            /usr/sbin/cron:cron; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || case " $backup_pkgs " in
+    *" ${pair#*:} "*) ;;
+    *) backup_pkgs="$backup_pkgs ${pair#*:}" ;;
+  esac
+done
+if [ -n "$backup_pkgs" ]; then
+  # shellcheck disable=SC2086 # a list of package names
+  apt_install $backup_pkgs
+fi
+
 if [ "${PAYCRAFT_SKIP_DOCKER:-0}" = 1 ]; then
   say "done in ${SECONDS}s (docker steps skipped)"
   exit 0

@@ -176,14 +176,16 @@ def incomplete_snapshots(backup_dir: str) -> list[str]:
 
 
 def find_snapshot(backup_dir: str, version: str | None = None, name: str | None = None) -> dict | None:
-    """The newest snapshot of ``version``, or the one called ``name`` (a directory name or path)."""
-    snaps = list_snapshots(backup_dir)
+    """The newest snapshot of ``version``, or the one called ``name``: a directory name in ``backup_dir``,
+    or an absolute path (a scheduled backup of the backup role, in a directory of its own)."""
     if name:
-        base = os.path.basename(os.path.normpath(name))
-        for snap in snaps:
-            if snap["name"] == base:
+        path = os.path.normpath(name)
+        directory = os.path.dirname(path) if os.path.isabs(path) else backup_dir
+        for snap in list_snapshots(directory):
+            if snap["name"] == os.path.basename(path):
                 return snap
         return None
+    snaps = list_snapshots(backup_dir)
     matching = [s for s in snaps if version is None or s.get("version") == version]
     return matching[-1] if matching else None
 

@@ -45,7 +45,9 @@ options:
         to use (O(state=verified), O(state=restored)).
     type: str
   name:
-    description: A snapshot directory name or path to use instead of the newest of O(version).
+    description:
+      - A snapshot directory name in O(backup_dir), or the absolute path of a snapshot or of a backup taken by
+        the backup role (C(/var/backups/paycraft/backups/<name>)), to use instead of the newest of O(version).
     type: str
   keep:
     description: Snapshots to keep (O(state=present)); older ones are removed.
@@ -208,6 +210,14 @@ def main():
                      "upgrade; without one it cannot bring the data back. Name one with "
                      "-e paycraft_rollback_snapshot=<name> (ls -l " + backup_dir + ")."),
                 snapshots=_short(snaps))
+        if snap.get("encryption"):
+            module.fail_json(
+                msg=(f"{host}: {snap['path']} is a backup encrypted with age; its private key is not on this host, "
+                     "so it cannot be restored here. Nothing was changed. Decrypt it on the controller (age -d -i "
+                     "<identity> database.dump.age > database.dump, the same for globals.sql, with manifest.json "
+                     "from a drill's decrypted copy), copy the directory to the host and name that path, or name "
+                     "an unencrypted snapshot or backup."),
+                snapshot=snap, snapshots=_short(snaps))
         problems = lib.verify_checksums(snap["path"])
         if problems:
             module.fail_json(
