@@ -182,7 +182,8 @@ class LoadedTableChecksums(threading.Thread):
     It watches pg_restore's COPY in ``pg_stat_progress_copy``. A table counts as loaded (its COPY
     committed) only once pg_restore is seen copying another table: it sends the next COPY after the
     server answered the previous one, so the rows are visible then. Tables it never saw finish are
-    left for :meth:`rest`; so are all of them when the server has no progress view. Only a reader:
+    left to :func:`drill`'s read beside the post-data section; so are all of them when the server
+    has no progress view. Only a reader:
     a table's read waits for nothing and delays nothing in the data section.
     """
 
@@ -593,20 +594,21 @@ def drill(db: Database, snap_dir: str, plain_dir: str | None = None, drill_db: s
         restore = ["pg_restore", "-U", db.user, "-d", drill_db]
         t1 = time.monotonic()
         stderr, exits = [], []
-        watcher = None
-        for section in ("pre-data", "data"):
-            if section == "data":
-                # the tables loaded so far are read while pg_restore loads the next ones
-                watcher = LoadedTableChecksums(db, drill_db)
-                watcher.start()
-            try:
-                with open(dump, "rb") as fh:
-                    res = db.run([*restore, f"--section={section}"], stdin=fh,
-                                 what=f"pg_restore --section={section}")
-            finally:
-                early = watcher.finish() if watcher is not None else {}
+
+        def restore_section(section: str) -> None:
+            with open(dump, "rb") as fh:
+                res = db.run([*restore, f"--section={section}"], stdin=fh, what=f"pg_restore --section={section}")
             stderr.append(res.stderr.decode(errors="replace"))
             exits.append(res.returncode)
+
+        restore_section("pre-data")
+        # the tables loaded so far are read while pg_restore loads the next ones
+        watcher = LoadedTableChecksums(db, drill_db)
+        watcher.start()
+        try:
+            restore_section("data")
+        finally:
+            early = watcher.finish()
         timings["restore_data"] = round(time.monotonic() - t1, 3)
         timings["tables_read_during_data"] = len(early)
         post_err = tempfile.TemporaryFile()
