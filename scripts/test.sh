@@ -122,8 +122,7 @@ if [ -n "$side_pid" ]; then
   src=0
   wait "$side_pid" || src=$?
   step "pytest ${side_paths[*]} (the second process)"
-  cat "$side_log"
-  cat "$side_log" >> "$pytest_log"
+  tee -a "$pytest_log" < "$side_log"
   rm -f "$side_log"
   check_pytest "$src" "$side_junit" || src=$?
   [ "$src" = 0 ] || rc=$src
@@ -140,7 +139,13 @@ if [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then
   if [ "$rc" != 0 ]; then
     # the Molecule output above is long: repeat pytest's verdict last, where a reader looks first
     step "pytest's verdict again (its full output is above)"
-    { sed -n '/short test summary info/,$p' "$pytest_log"; grep -A40 'tests skipped; a strict run' "$pytest_log"; } | tail -n 80
+    # check_junit's lines follow pytest's own summary in the log, so the range below holds them
+    grep 'pytest collected no tests' "$pytest_log" || true
+    if grep -q 'short test summary info' "$pytest_log"; then
+      sed -n '/short test summary info/,$p' "$pytest_log" | tail -n 80
+    else
+      tail -n 20 "$pytest_log"
+    fi
   fi
   echo "tests failed: pytest rc=$rc, molecule rc=$mrc" >&2
   exit 1
