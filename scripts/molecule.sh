@@ -2,7 +2,7 @@
 # Run the Molecule scenarios, PAYCRAFT_MOLECULE_JOBS at a time (default 2).
 #
 #   scripts/molecule.sh                 every scenario under molecule/
-#   scripts/molecule.sh upgrade fleet   the ones named
+#   scripts/molecule.sh rollback fleet  the ones named
 #
 # Scenarios are independent (each has its own hosts, network and published
 # ports; the private registry is shared and started by whichever comes first),
@@ -18,9 +18,9 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)
   # the longest first, so that the last one to end starts early (minutes on a quiet 2-core
-  # machine: rollback ~20, fleet ~20, default ~14, upgrade ~12, upstream-shape ~8); others after
+  # machine: rollback ~20, fleet ~15, default ~12, upstream-shape ~6); others after
   scenarios=()
-  for s in rollback fleet default upgrade upstream-shape; do
+  for s in rollback fleet default upstream-shape; do
     [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s")
   done
   for s in "${found[@]}"; do
