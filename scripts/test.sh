@@ -29,22 +29,6 @@ step() { printf '\n=== %s\n' "$*"; }
 install_state=$(mktemp)
 python3 scripts/install-state.py record "$install_state"
 
-step "ruff"
-ruff check .
-
-step "vermin (plugins/ run on the managed hosts' Python 3.9+)"
-vermin -t=3.9- --violations --eval-annotations --no-tips plugins/
-
-step "antsibull-docs (module and role documentation)"
-antsibull-docs lint-collection-docs --plugin-docs "$VENV/collections/ansible_collections/paycraft/selfhost"
-
-step "ansible-lint (production profile)"
-# ansible-lint installs the collection under $HOME/.ansible/collections; a stale
-# copy there would shadow this checkout later, so it gets a throw-away HOME.
-lint_home=$(mktemp -d)
-HOME=$lint_home ansible-lint --profile production --offline
-rm -rf "$lint_home"
-
 step "test hosts, reference images and the reference release (cached after the first run)"
 # the integration tests and Molecule start disposable hosts from these images and
 # clone the reference release from reference/build/paycraft.git
@@ -65,6 +49,29 @@ if [ "$run_molecule" = 1 ] && [ "${PAYCRAFT_TEST_SERIAL:-0}" != 1 ]; then
   bash scripts/molecule.sh > "$molecule_log" 2>&1 &
   molecule_pid=$!
 fi
+
+# The linters run while the scenarios start; a finding fails the run at the end (the scenarios
+# already started are not left running behind a script that stopped).
+lint_failed=()
+lint() {  # run a linter; remember it when it fails
+  "$@" || lint_failed+=("$*")
+}
+
+step "ruff"
+lint ruff check .
+
+step "vermin (plugins/ run on the managed hosts' Python 3.9+)"
+lint vermin -t=3.9- --violations --eval-annotations --no-tips plugins/
+
+step "antsibull-docs (module and role documentation)"
+lint antsibull-docs lint-collection-docs --plugin-docs "$VENV/collections/ansible_collections/paycraft/selfhost"
+
+step "ansible-lint (production profile)"
+# ansible-lint installs the collection under $HOME/.ansible/collections; a stale
+# copy there would shadow this checkout later, so it gets a throw-away HOME.
+lint_home=$(mktemp -d)
+lint env HOME="$lint_home" ansible-lint --profile production --offline
+rm -rf "$lint_home"
 
 finish_molecule() {  # wait for the scenarios started beside pytest, print their output; their exit code
   [ -n "$molecule_pid" ] || return 0
@@ -135,7 +142,7 @@ elif [ "$run_molecule" = 1 ] && [ "$rc" = 0 ]; then
   step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-2} at a time)"
   bash scripts/molecule.sh || mrc=$?
 fi
-if [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then
+if [ ${#lint_failed[@]} -gt 0 ] || [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then
   if [ "$rc" != 0 ]; then
     # the Molecule output above is long: repeat pytest's verdict last, where a reader looks first
     step "pytest's verdict again (its full output is above)"
@@ -147,7 +154,8 @@ if [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then
       tail -n 20 "$pytest_log"
     fi
   fi
-  echo "tests failed: pytest rc=$rc, molecule rc=$mrc" >&2
+  for linter in "${lint_failed[@]}"; do echo "lint failed (its output is near the top): $linter" >&2; done
+  echo "tests failed: ${#lint_failed[@]} linter(s) failed, pytest rc=$rc, molecule rc=$mrc" >&2
   exit 1
 fi
 
