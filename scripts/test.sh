@@ -8,7 +8,9 @@
 # Environment:
 #   PAYCRAFT_SKIP_MOLECULE=1   skip the Molecule scenarios (quick local loops)
 #   PAYCRAFT_MOLECULE_JOBS=N   Molecule scenarios run at once (default 2; scripts/molecule.sh)
-#   PAYCRAFT_TEST_SERIAL=1     run the Molecule scenarios after pytest instead of beside it
+#   PAYCRAFT_TEST_SERIAL=1     one thing at a time: the Molecule scenarios after pytest instead of beside
+#                              it, and one pytest process (a whole run otherwise starts a second one
+#                              for the longest self-contained modules: side_paths below)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -78,20 +80,53 @@ finish_molecule() {  # wait for the scenarios started beside pytest, print their
 step "pytest"
 # --junitxml lets us verify below that tests really ran: a strict run fails on a
 # skipped test (named, with its reason) and on a run where no test ran.
+pytest_log=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.log")
+
+check_pytest() {  # $1: pytest's exit code, $2: its junit report; the verdict as an exit code
+  local prc=$1 report=$2
+  if [ "$prc" = 5 ]; then
+    echo "pytest collected no tests: that is a failure here" | tee -a "$pytest_log" >&2
+    prc=1
+  elif [ "$prc" = 0 ]; then
+    python3 scripts/check_junit.py "$report" 2> >(tee -a "$pytest_log" >&2) || prc=$?
+  fi
+  rm -f "$report"
+  return "$prc"
+}
+
+# A whole run (no pytest arguments) gives the longest self-contained test modules a second pytest
+# process beside the first: its own session fixtures and disposable hosts, its output printed after
+# the first's. PAYCRAFT_TEST_SERIAL=1 keeps one process.
+side_paths=(tests/integration/backup)
+side_pid=""
+main_args=("$@")
+if [ $# -eq 0 ] && [ "${PAYCRAFT_TEST_SERIAL:-0}" != 1 ]; then
+  side_junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
+  side_log=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest-side.XXXXXX.log")
+  echo "(${side_paths[*]} runs in a second pytest process beside this one; its output follows this one's)"
+  pytest -p no:cacheprovider -rfEs --junitxml="$side_junit" "${side_paths[@]}" > "$side_log" 2>&1 &
+  side_pid=$!
+  main_args=()
+  for path in "${side_paths[@]}"; do main_args+=("--ignore=$path"); done
+fi
+
 rc=0
 junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
-pytest_log=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.log")
 set +e
-pytest -p no:cacheprovider -rfEs --junitxml="$junit" "$@" 2>&1 | tee "$pytest_log"
+pytest -p no:cacheprovider -rfEs --junitxml="$junit" "${main_args[@]}" 2>&1 | tee -a "$pytest_log"
 rc=${PIPESTATUS[0]}
 set -e
-if [ "$rc" = 5 ]; then
-  echo "pytest collected no tests: that is a failure here" >&2
-  rc=1
-elif [ "$rc" = 0 ]; then
-  python3 scripts/check_junit.py "$junit" 2> >(tee -a "$pytest_log" >&2) || rc=$?
+check_pytest "$rc" "$junit" || rc=$?
+
+if [ -n "$side_pid" ]; then
+  src=0
+  wait "$side_pid" || src=$?
+  step "pytest ${side_paths[*]} (the second process)"
+  tee -a "$pytest_log" < "$side_log"
+  rm -f "$side_log"
+  check_pytest "$src" "$side_junit" || src=$?
+  [ "$src" = 0 ] || rc=$src
 fi
-rm -f "$junit"
 
 mrc=0
 if [ -n "$molecule_pid" ]; then
@@ -104,7 +139,13 @@ if [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then
   if [ "$rc" != 0 ]; then
     # the Molecule output above is long: repeat pytest's verdict last, where a reader looks first
     step "pytest's verdict again (its full output is above)"
-    { sed -n '/short test summary info/,$p' "$pytest_log"; grep -A40 'tests skipped; a strict run' "$pytest_log"; } | tail -n 80
+    # check_junit's lines follow pytest's own summary in the log, so the range below holds them
+    grep 'pytest collected no tests' "$pytest_log" || true
+    if grep -q 'short test summary info' "$pytest_log"; then
+      sed -n '/short test summary info/,$p' "$pytest_log" | tail -n 80
+    else
+      tail -n 20 "$pytest_log"
+    fi
   fi
   echo "tests failed: pytest rc=$rc, molecule rc=$mrc" >&2
   exit 1

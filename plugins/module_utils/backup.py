@@ -167,6 +167,55 @@ def table_checksums(session: Session, tables: list[str] | None = None) -> dict:
     return out
 
 
+# The table pg_restore is loading into the drill database, named as TABLES_SQL names it. A
+# progress row exists only while its COPY runs (PostgreSQL 14+; readable by the drill's superuser).
+COPY_PROGRESS_SQL = (
+    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_stat_progress_copy p "
+    "JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE p.datname = current_database()"
+)
+
+
+class LoadedTableChecksums(threading.Thread):
+    """Read the checksums of the tables pg_restore's data section has finished, while it loads the next.
+
+    It watches pg_restore's COPY in ``pg_stat_progress_copy``. A table counts as loaded (its COPY
+    committed) only once pg_restore is seen copying another table: it sends the next COPY after the
+    server answered the previous one, so the rows are visible then. Tables it never saw finish are
+    left to :func:`drill`'s read beside the post-data section; so are all of them when the server
+    has no progress view. Only a reader:
+    a table's read waits for nothing and delays nothing in the data section.
+    """
+
+    def __init__(self, db: Database, database: str, interval: float = 0.2):
+        super().__init__(name="paycraft-drill-checksums", daemon=True)
+        self.db, self.database, self.interval = db, database, interval
+        self.sums: dict = {}
+        self.loading: str | None = None  # the table last seen in pg_restore's COPY
+        self.error: str | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with Session(self.db, database=self.database) as sess:
+                while not self._done.is_set():
+                    rows = sess.query(COPY_PROGRESS_SQL)
+                    seen = rows[0] if rows else None
+                    if seen is not None and seen != self.loading:
+                        done, self.loading = self.loading, seen
+                        if done is not None and done not in self.sums:
+                            self.sums.update(table_checksums(sess, [done]))
+                    self._done.wait(self.interval)
+        except (BackupError, OSError, ValueError, IndexError) as exc:  # the rest is read afterwards
+            self.error = str(exc)[:300]
+
+    def finish(self) -> dict:
+        """Stop watching (the data section has ended); the checksums read so far."""
+        self._done.set()
+        self.join()
+        return dict(self.sums)
+
+
 def _unquote(part: str) -> str:
     if part.startswith('"') and part.endswith('"'):
         return part[1:-1].replace('""', '"')
@@ -537,19 +586,31 @@ def drill(db: Database, snap_dir: str, plain_dir: str | None = None, drill_db: s
               "created_at": manifest.get("created_at"), "version": manifest.get("version"),
               "encrypted": bool(manifest.get("encryption"))}
     try:
-        # pre-data, then data; then the checksums of the restored tables are read while post-data
-        # (indexes, constraints, triggers: no row changes) runs beside them, one autocommit query per
-        # table so pg_restore's ALTER TABLE waits for one table's read at most
+        # pre-data, then data, each table's checksum read as soon as pg_restore has moved on to the
+        # next (LoadedTableChecksums); the rest are read while post-data (indexes, constraints,
+        # triggers: no row changes) runs beside them, one autocommit query per table so pg_restore's
+        # ALTER TABLE waits for one table's read at most
         dump = os.path.join(source, DUMP)
         restore = ["pg_restore", "-U", db.user, "-d", drill_db]
         t1 = time.monotonic()
         stderr, exits = [], []
-        for section in ("pre-data", "data"):
+
+        def restore_section(section: str) -> None:
             with open(dump, "rb") as fh:
                 res = db.run([*restore, f"--section={section}"], stdin=fh, what=f"pg_restore --section={section}")
             stderr.append(res.stderr.decode(errors="replace"))
             exits.append(res.returncode)
+
+        restore_section("pre-data")
+        # the tables loaded so far are read while pg_restore loads the next ones
+        watcher = LoadedTableChecksums(db, drill_db)
+        watcher.start()
+        try:
+            restore_section("data")
+        finally:
+            early = watcher.finish()
         timings["restore_data"] = round(time.monotonic() - t1, 3)
+        timings["tables_read_during_data"] = len(early)
         post_err = tempfile.TemporaryFile()
         with open(dump, "rb") as fh:
             try:
@@ -562,7 +623,9 @@ def drill(db: Database, snap_dir: str, plain_dir: str | None = None, drill_db: s
             try:
                 t2 = time.monotonic()
                 with Session(db, database=drill_db) as sess:
-                    restored = table_checksums(sess)
+                    tables = sess.query(TABLES_SQL)
+                    restored = table_checksums(sess, [t for t in tables if t not in early])
+                restored.update({t: early[t] for t in tables if t in early})
                 timings["checksums"] = round(time.monotonic() - t2, 3)
             finally:
                 try:

@@ -128,6 +128,37 @@ def test_the_drill_restores_into_a_throwaway_database_compares_every_table_and_d
     assert lines[-1].startswith(f"drill PASSED: backup {m['name']} (")
 
 
+def test_a_table_is_read_once_the_restore_moved_on_to_the_next_and_not_before(db):
+    """What the drill overlaps with pg_restore's data section: a table's checksum is read as soon as its
+    COPY is over (the next table's COPY seen running), never while it is still loading."""
+    db.psql("CREATE TABLE load_a(n int); CREATE TABLE load_b(n int)")
+    watcher = b.LoadedTableChecksums(db, db.database, interval=0.05)
+    watcher.start()
+    argv = db._exec(["psql", "-U", db.user, "-d", db.database, "-X", "-q", "-v", "ON_ERROR_STOP=1"], interactive=True)
+    loader = subprocess.Popen(argv, stdin=subprocess.PIPE, env=dict(os.environ, **db.env))
+    try:
+        def send(text):
+            loader.stdin.write(text.encode())
+            loader.stdin.flush()
+
+        send("COPY load_a FROM STDIN;\n" + "".join(f"{n}\n" for n in range(500)))
+        wait_for(lambda: watcher.loading == "public.load_a", timeout=60, what="the COPY of load_a seen")
+        assert watcher.sums == {}  # still loading: not read
+        send("".join(f"{n}\n" for n in range(500, 1000)) + "\\.\nCOPY load_b FROM STDIN;\n1\n")
+        wait_for(lambda: "public.load_a" in watcher.sums, timeout=60, what="load_a read once load_b's COPY ran")
+        send("2\n\\.\n")
+        loader.stdin.close()
+        assert loader.wait(timeout=60) == 0
+    finally:
+        sums = watcher.finish()
+        if loader.poll() is None:
+            loader.kill()
+    with b.Session(db) as sess:
+        assert sums == {"public.load_a": b.table_checksums(sess, ["public.load_a"])["public.load_a"]}
+    assert sums["public.load_a"]["rows"] == 1000
+    assert watcher.error is None
+
+
 def test_the_drill_names_a_truncated_dump_and_a_flipped_byte_and_restores_nothing(tmp_path, db):
     m = b.take(str(tmp_path), db, "v1.0.0")
     dump = os.path.join(m["path"], s.DUMP)
