@@ -92,7 +92,7 @@ RUNBOOK_401 = (
     "the anon key was generated and now)"
 )
 # The one way to change the password of an initialised database (playbooks/rotate.yml, roles/rotate).
-ROTATE_DB_PASSWORD = (
+ROTATE_COMMAND = (
     "ansible-playbook playbooks/rotate.yml -l {host} -e paycraft_rotate_secret=db_password "
     "-e paycraft_rotate_confirm=db_password"
 )
@@ -324,7 +324,7 @@ def plan(
                 # cannot be changed without a db reset: keep it, but say so
                 p.warnings.append(
                     f"{host}: {label_kept(key)} {problem}; it is kept: change it with the data intact with "
-                    f"{ROTATE_DB_PASSWORD.format(host=host)}."
+                    f"{ROTATE_COMMAND.format(host=host)}."
                 )
             elif problem:
                 err(f"{label_kept(key)} {problem}; set {labels.get(key, key)} to a valid value.")
@@ -349,7 +349,7 @@ def plan(
                 f"{label_given(DB_PASSWORD)} differs from the one in {existing_source.get(DB_PASSWORD, 'the env file')}"
                 f", but the database volume {volume_name} already exists: Postgres keeps the password it was "
                 "initialised with, so a new one written here would lock the services out. Next, to change it with "
-                f"the data intact: {ROTATE_DB_PASSWORD.format(host=host)} (add --check first to see what it would "
+                f"the data intact: {ROTATE_COMMAND.format(host=host)} (add --check first to see what it would "
                 "change; it takes the new value from "
                 f"{labels.get(DB_PASSWORD, DB_PASSWORD)}, or generates one). To keep the current password instead: "
                 f"leave {labels.get(DB_PASSWORD, DB_PASSWORD)} empty. (The runbook's section 7 fix, recreating the "

@@ -251,7 +251,8 @@ def test_engine_unreachable_falls_back_to_the_data_root(config_run, tmp_path):
     (data_root / "volumes" / f"{project}_paycraft-db").mkdir()
     refused = config_run(dict(unreachable, paycraft_db_password="a-brand-new-password-42"), json_output=True)
     assert refused.rc != 0 and env_file.read_bytes() == content
-    assert "Next, to change it with the data intact: ansible-playbook playbooks/rotate.yml" in refused.task_result()["msg"]
+    assert "Next, to change it with the data intact: ansible-playbook playbooks/rotate.yml" in (
+        refused.task_result()["msg"])
     (data_root / "volumes" / f"{project}_paycraft-db").rmdir()  # the volume cannot exist: the change is allowed
     allowed = config_run(dict(unreachable, paycraft_db_password="a-brand-new-password-42"))
     assert allowed.rc == 0 and allowed.changed >= 1
