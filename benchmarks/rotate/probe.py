@@ -57,8 +57,8 @@ def main() -> int:
     child = subprocess.Popen(command)  # the operator's own command
     polls = bad = 0
     statuses: dict = {}
-    longest = 0.0
     fail_since = None
+    stretches = []  # [seconds after the start, length] of every stretch without a 200
     deadline = started + args.max_seconds
     try:
         while child.poll() is None and time.monotonic() < deadline:
@@ -68,7 +68,7 @@ def main() -> int:
             statuses[str(status)] = statuses.get(str(status), 0) + 1
             if status == 200:
                 if fail_since is not None:
-                    longest = max(longest, time.monotonic() - fail_since)
+                    stretches.append([round(fail_since - started, 1), round(time.monotonic() - fail_since, 2)])
                     fail_since = None
             else:
                 bad += 1
@@ -85,13 +85,15 @@ def main() -> int:
         rc = child.wait()
     end = time.monotonic()
     if fail_since is not None:
-        longest = max(longest, end - fail_since)
+        stretches.append([round(fail_since - started, 1), round(end - fail_since, 2)])
+    longest = max([length for _at, length in stretches], default=0.0)
     result = {"label": args.label, "longest_without_200_s": round(longest, 2), "polls": polls, "not_200": bad,
-              "statuses": statuses, "seconds": round(end - started, 1), "command_rc": rc,
+              "stretches": stretches, "statuses": statuses, "seconds": round(end - started, 1), "command_rc": rc,
               "timed_out": end >= deadline}
     label = f" [{args.label}]" if args.label else ""
     print(f"probe{label}: longest stretch without a 200: {longest:.2f} s ({polls} polls, {bad} not 200, "
-          f"statuses {statuses}, {end - started:.1f} s in all, command rc {rc})", flush=True)
+          f"statuses {statuses}, {end - started:.1f} s in all, command rc {rc}; stretches [at s, length s]: "
+          f"{stretches})", flush=True)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(result, fh)
