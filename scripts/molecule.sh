@@ -18,9 +18,9 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)
   # the longest first, so that the last one to end starts early (minutes on a quiet 2-core
-  # machine: rollback ~20, fleet ~20, default ~14, upgrade ~12, upstream-shape ~8); others after
+  # machine: rollback ~20, fleet ~20, default ~14, rotate ~10, upgrade ~12, upstream-shape ~8); others after
   scenarios=()
-  for s in rollback fleet default upgrade upstream-shape; do
+  for s in rollback fleet default rotate upgrade upstream-shape; do
     [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s")
   done
   for s in "${found[@]}"; do
