@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the Molecule scenarios, PAYCRAFT_MOLECULE_JOBS at a time (default 2).
+# Run the Molecule scenarios, PAYCRAFT_MOLECULE_JOBS at a time (default 3).
 #
 #   scripts/molecule.sh                 every scenario under molecule/
 #   scripts/molecule.sh rollback fleet  the ones named
@@ -12,15 +12,15 @@
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
-jobs_max=${PAYCRAFT_MOLECULE_JOBS:-2}
+jobs_max=${PAYCRAFT_MOLECULE_JOBS:-3}
 if [ $# -gt 0 ]; then
   scenarios=("$@")
 else
   mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)
   # the longest first, so that the last one to end starts early (minutes on a quiet 2-core
-  # machine: rollback ~20, fleet ~15, default ~12, upstream-shape ~6); others after
+  # machine: rollback ~20, fleet ~15, default ~12, rotate ~10, upstream-shape ~6); others after
   scenarios=()
-  for s in rollback fleet default upstream-shape; do
+  for s in rollback fleet rotate default upstream-shape; do
     [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s")
   done
   for s in "${found[@]}"; do

@@ -7,7 +7,7 @@
 #
 # Environment:
 #   PAYCRAFT_SKIP_MOLECULE=1   skip the Molecule scenarios (quick local loops)
-#   PAYCRAFT_MOLECULE_JOBS=N   Molecule scenarios run at once (default 2; scripts/molecule.sh)
+#   PAYCRAFT_MOLECULE_JOBS=N   Molecule scenarios run at once (default 3; scripts/molecule.sh)
 #   PAYCRAFT_TEST_SERIAL=1     one thing at a time: the Molecule scenarios after pytest instead of beside
 #                              it, and one pytest process (a whole run otherwise starts a second one
 #                              for the longest self-contained modules: side_paths below)
@@ -44,7 +44,7 @@ molecule_log=""
 run_molecule=0
 if [ "${PAYCRAFT_SKIP_MOLECULE:-0}" != 1 ] && [ -d molecule ]; then run_molecule=1; fi
 if [ "$run_molecule" = 1 ] && [ "${PAYCRAFT_TEST_SERIAL:-0}" != 1 ]; then
-  step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-2} at a time) started beside pytest"
+  step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-3} at a time) started beside pytest"
   molecule_log=$(mktemp "${TMPDIR:-/tmp}/paycraft-molecule-all.XXXXXX")
   bash scripts/molecule.sh > "$molecule_log" 2>&1 &
   molecule_pid=$!
@@ -139,7 +139,7 @@ mrc=0
 if [ -n "$molecule_pid" ]; then
   finish_molecule || mrc=$?
 elif [ "$run_molecule" = 1 ] && [ "$rc" = 0 ]; then
-  step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-2} at a time)"
+  step "molecule scenarios (${PAYCRAFT_MOLECULE_JOBS:-3} at a time)"
   bash scripts/molecule.sh || mrc=$?
 fi
 if [ ${#lint_failed[@]} -gt 0 ] || [ "$rc" != 0 ] || [ "$mrc" != 0 ]; then

@@ -91,6 +91,11 @@ RUNBOOK_401 = (
     'the SDK and dashboard get "401 Unauthorized" (runbook section 7: the JWT secret changed between when '
     "the anon key was generated and now)"
 )
+# The one way to change the password of an initialised database (playbooks/rotate.yml, roles/rotate).
+ROTATE_COMMAND = (
+    "ansible-playbook playbooks/rotate.yml -l {host} -e paycraft_rotate_secret=db_password "
+    "-e paycraft_rotate_confirm=db_password"
+)
 LEAK_RULE = "runbook section 3: PAYCRAFT_SERVICE_ROLE_KEY bypasses RLS and It MUST NOT leak into NEXT_PUBLIC_*"
 
 
@@ -318,8 +323,8 @@ def plan(
             if problem and key in (DB_PASSWORD,):
                 # cannot be changed without a db reset: keep it, but say so
                 p.warnings.append(
-                    f"{host}: {label_kept(key)} {problem}; it is kept because {key} cannot be "
-                    "rotated without a db reset."
+                    f"{host}: {label_kept(key)} {problem}; it is kept: change it with the data intact with "
+                    f"{ROTATE_COMMAND.format(host=host)}."
                 )
             elif problem:
                 err(f"{label_kept(key)} {problem}; set {labels.get(key, key)} to a valid value.")
@@ -342,10 +347,13 @@ def plan(
         if old and p.values[DB_PASSWORD] != old:
             err(
                 f"{label_given(DB_PASSWORD)} differs from the one in {existing_source.get(DB_PASSWORD, 'the env file')}"
-                f", but the database volume {volume_name} already exists: you cannot rotate it without a db reset "
-                "(runbook section 7: Postgres bakes the password into the initdb-time bytes — rotating it requires "
-                f"recreating the volume: {reset}) Keep the current password: leave "
-                f"{labels.get(DB_PASSWORD, DB_PASSWORD)} empty."
+                f", but the database volume {volume_name} already exists: Postgres keeps the password it was "
+                "initialised with, so a new one written here would lock the services out. Next, to change it with "
+                f"the data intact: {ROTATE_COMMAND.format(host=host)} (add --check first to see what it would "
+                "change; it takes the new value from "
+                f"{labels.get(DB_PASSWORD, DB_PASSWORD)}, or generates one). To keep the current password instead: "
+                f"leave {labels.get(DB_PASSWORD, DB_PASSWORD)} empty. (The runbook's section 7 fix, recreating the "
+                f"volume, destroys the data: {reset})"
             )
         elif not old and DB_PASSWORD not in given:
             err(

@@ -27,7 +27,9 @@ description:
     (status C(bad_signature), C(wrong_role), C(expired), C(malformed)) makes the module fail with the
     runbook's "401 Unauthorized" cause, unless O(resign=true), which re-signs it.
   - With O(db_initialized=true) (the database volume exists) the module refuses to change
-    C(PAYCRAFT_DB_PASSWORD), because Postgres keeps the password it was initialised with.
+    C(PAYCRAFT_DB_PASSWORD), because Postgres keeps the password it was initialised with; its message names
+    the one command that changes it with the data intact, C(playbooks/rotate.yml) with
+    C(-e paycraft_rotate_secret=db_password -e paycraft_rotate_confirm=db_password).
   - The anon key is mirrored into C(NEXT_PUBLIC_SUPABASE_ANON_KEY) and C(NEXT_PUBLIC_PAYCRAFT_SUPABASE_ANON_KEY);
     any C(NEXT_PUBLIC_*) value holding the service role key is an error.
   - Every problem found is reported, one line each (naming the variable and O(host)), and the module

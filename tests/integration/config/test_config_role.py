@@ -201,10 +201,14 @@ def test_db_password_guard_with_a_real_volume(config_run, docker_engine):
         assert refused.rc != 0 and env_file.read_bytes() == content
         assert refused.task_result()["msg"] == (
             f"localhost: paycraft_db_password (PAYCRAFT_DB_PASSWORD) differs from the one in {env_file}, but the "
-            f"database volume {volume} already exists: you cannot rotate it without a db reset (runbook section 7: "
-            "Postgres bakes the password into the initdb-time bytes — rotating it requires recreating the volume: "
+            f"database volume {volume} already exists: Postgres keeps the password it was initialised with, so a new "
+            "one written here would lock the services out. Next, to change it with the data intact: ansible-playbook "
+            "playbooks/rotate.yml -l localhost -e paycraft_rotate_secret=db_password -e "
+            "paycraft_rotate_confirm=db_password (add --check first to see what it would change; it takes the new "
+            "value from paycraft_db_password, or generates one). To keep the current password instead: leave "
+            "paycraft_db_password empty. (The runbook's section 7 fix, recreating the volume, destroys the data: "
             f"docker compose down; docker volume rm {volume}; docker compose up -d db. This destroys all "
-            "subscriptions data. Take a backup first.) Keep the current password: leave paycraft_db_password empty."
+            "subscriptions data. Take a backup first.)"
         )
         kept = config_run({"paycraft_compose_project": project})
         assert kept.rc == 0 and kept.changed == 0, kept.out[-3000:]
@@ -247,7 +251,8 @@ def test_engine_unreachable_falls_back_to_the_data_root(config_run, tmp_path):
     (data_root / "volumes" / f"{project}_paycraft-db").mkdir()
     refused = config_run(dict(unreachable, paycraft_db_password="a-brand-new-password-42"), json_output=True)
     assert refused.rc != 0 and env_file.read_bytes() == content
-    assert "you cannot rotate it without a db reset" in refused.task_result()["msg"]
+    assert "Next, to change it with the data intact: ansible-playbook playbooks/rotate.yml" in (
+        refused.task_result()["msg"])
     (data_root / "volumes" / f"{project}_paycraft-db").rmdir()  # the volume cannot exist: the change is allowed
     allowed = config_run(dict(unreachable, paycraft_db_password="a-brand-new-password-42"))
     assert allowed.rc == 0 and allowed.changed >= 1

@@ -256,10 +256,14 @@ def test_db_password_guard():
               volume_name="selfhost_paycraft-db")
     assert p.errors == [
         f"{HOST}: paycraft_db_password (PAYCRAFT_DB_PASSWORD) differs from the one in /etc/paycraft/paycraft.env, but "
-        "the database volume selfhost_paycraft-db already exists: you cannot rotate it without a db reset (runbook "
-        "section 7: Postgres bakes the password into the initdb-time bytes — rotating it requires recreating the "
-        "volume: docker compose down; docker volume rm selfhost_paycraft-db; docker compose up -d db. This destroys "
-        "all subscriptions data. Take a backup first.) Keep the current password: leave paycraft_db_password empty."
+        "the database volume selfhost_paycraft-db already exists: Postgres keeps the password it was initialised "
+        "with, so a new one written here would lock the services out. Next, to change it with the data intact: "
+        f"ansible-playbook playbooks/rotate.yml -l {HOST} -e paycraft_rotate_secret=db_password "
+        "-e paycraft_rotate_confirm=db_password (add --check first to see what it would change; it takes the new "
+        "value from paycraft_db_password, or generates one). To keep the current password instead: leave "
+        "paycraft_db_password empty. (The runbook's section 7 fix, recreating the volume, destroys the data: "
+        "docker compose down; docker volume rm selfhost_paycraft-db; docker compose up -d db. This destroys "
+        "all subscriptions data. Take a backup first.)"
     ]
     # same password given again: fine; not initialised: the change is allowed
     assert _plan(given={k.DB_PASSWORD: first[k.DB_PASSWORD]}, existing=dict(first), db_initialized=True).errors == []

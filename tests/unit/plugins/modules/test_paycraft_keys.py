@@ -142,7 +142,9 @@ def test_db_password_guard_and_resign(tmp_path):
     assert res["failed"] is True
     assert res["errors"] == [res["msg"]]
     assert res["msg"].startswith(f"web1: PAYCRAFT_DB_PASSWORD differs from the one in {path}, but the database volume "
-                                 "vol_paycraft-db already exists: you cannot rotate it without a db reset")
+                                 "vol_paycraft-db already exists: Postgres keeps the password it was initialised with")
+    assert ("Next, to change it with the data intact: ansible-playbook playbooks/rotate.yml -l web1 "
+            "-e paycraft_rotate_secret=db_password -e paycraft_rotate_confirm=db_password") in res["msg"]
     assert "docker volume rm vol_paycraft-db" in res["msg"]
     assert "This destroys all subscriptions data. Take a backup first." in res["msg"]
     assert path.read_bytes() == before
@@ -198,7 +200,7 @@ def test_import_from_a_hand_made_env_and_example(tmp_path):
     assert res["from_example"] == ["SITE_NAME"]
     warnings = json.dumps(res["warnings"])  # ansible-core 2.19 returns structured warning summaries
     assert "SMTP_PASS, which looks like a secret" in warnings
-    assert "cannot be rotated without a db reset" in warnings
+    assert "it is kept: change it with the data intact with ansible-playbook playbooks/rotate.yml" in warnings
 
 
 def test_bad_values_all_reported(tmp_path):
