@@ -352,6 +352,21 @@ def secret_values(env: dict) -> list:
     return [v for k, v in env.items() if v and (k in keys or keymod.SECRET_LOOKING_RE.search(k))]
 
 
+def _check_old_and_new(p: Plan, key: str, current: dict, new: str, given: dict | None, host: str) -> None:
+    """Errors of ``p`` about the env file's value of ``key`` (there must be one) and the new value given (valid,
+    not the current one, not in conflict with the inventory)."""
+    old = current.get(key, "")
+    if not old:
+        p.errors.append(f"{host}: the env file holds no {key}: nothing to rotate (run site.yml first).")
+    if new:
+        problem = keymod.check_value(key, new)
+        if problem:
+            p.errors.append(f"{host}: the new {key} {problem}.")
+        elif new == old:
+            p.errors.append(f"{host}: the new {key} is the current one; give another or let one be generated.")
+    p.errors.extend(_conflicts(p.kind, current, given or {}, new if new != old else "", host))
+
+
 def plan_db_password(compose_docs, current: dict, role_facts: dict, *, new: str = "", given: dict | None = None,
                      extra_roles=(), include_sharing: bool = True, host: str = "localhost") -> Plan:
     """The plan of a database password rotation.
@@ -360,17 +375,7 @@ def plan_db_password(compose_docs, current: dict, role_facts: dict, *, new: str 
     the cluster with a password plus every candidate (:func:`read_role_facts`).
     """
     p = Plan(DB_PASSWORD)
-    old = current.get(keymod.DB_PASSWORD, "")
-    if not old:
-        p.errors.append(f"{host}: the env file holds no PAYCRAFT_DB_PASSWORD: nothing to rotate (run site.yml first).")
-    if new:
-        problem = keymod.check_value(keymod.DB_PASSWORD, new)
-        if problem:
-            p.errors.append(f"{host}: the new PAYCRAFT_DB_PASSWORD {problem}.")
-        elif new == old:
-            p.errors.append(f"{host}: the new PAYCRAFT_DB_PASSWORD is the current one; give another or let one be "
-                            "generated.")
-    p.errors.extend(_conflicts(DB_PASSWORD, current, given or {}, new if new != old else "", host))
+    _check_old_and_new(p, keymod.DB_PASSWORD, current, new, given, host)
     roles, unknown = roles_connecting(compose_docs)
     p.roles_from_compose = roles
     for ref in unknown:
@@ -412,17 +417,7 @@ def plan_jwt_secret(compose_docs, current: dict, settings_found: list, *, new: s
                     given: dict | None = None, host: str = "localhost") -> Plan:
     """The plan of a JWT secret rotation; ``settings_found``: names of the database settings that hold it."""
     p = Plan(JWT_SECRET)
-    old = current.get(keymod.JWT_SECRET, "")
-    if not old:
-        p.errors.append(f"{host}: the env file holds no PAYCRAFT_JWT_SECRET: nothing to rotate (run site.yml first).")
-    if new:
-        problem = keymod.check_value(keymod.JWT_SECRET, new)
-        if problem:
-            p.errors.append(f"{host}: the new PAYCRAFT_JWT_SECRET {problem}.")
-        elif new == old:
-            p.errors.append(f"{host}: the new PAYCRAFT_JWT_SECRET is the current one; give another or let one be "
-                            "generated.")
-    p.errors.extend(_conflicts(JWT_SECRET, current, given or {}, new if new != old else "", host))
+    _check_old_and_new(p, keymod.JWT_SECRET, current, new, given, host)
     p.env_keys = jwt_env_changes(current)
     p.settings = list(settings_found)
     p.services_reading = services_reading(compose_docs, p.env_keys)
