@@ -41,6 +41,17 @@ finish() {  # $1: scenario whose process ended, $2: its exit code
   [ "$rc" = 0 ] || failed+=("$s")
 }
 
+recap() {  # $1: a failed scenario; its failing tasks again, so that the end of the output says why
+  local s=$1
+  printf '\n=== why molecule %s failed (the failing tasks; the whole log is above)\n' "$s"
+  # the task header before each failure and the failure itself, without colour codes
+  sed 's/\x1b\[[0-9;]*m//g' "$logs/$s.log" \
+    | awk '/TASK \[|PLAY \[/ { task = $0; next }
+           /fatal: \[|failed: \[|ERROR! |CRITICAL / { if (task != "") print task; task = ""; n = 40 }
+           n > 0 { print; n-- }' \
+    | head -n 200
+}
+
 reap() {  # wait for any one running scenario to end (bash >= 5.1: wait -n -p)
   local pid rc s
   wait -n -p pid "${!scenario_of[@]}"; rc=$?
@@ -60,6 +71,7 @@ for s in "${scenarios[@]}"; do
   sleep 5   # the first create starts the shared registry; let it win the race
 done
 while [ ${#pid_of[@]} -gt 0 ]; do reap; done
+for s in "${failed[@]}"; do recap "$s"; done
 rm -rf "$logs"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "molecule scenarios failed: ${failed[*]}" >&2
