@@ -111,7 +111,7 @@ if [ $# -eq 0 ] && [ "${PAYCRAFT_TEST_SERIAL:-0}" != 1 ]; then
   side_junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
   side_log=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest-side.XXXXXX.log")
   echo "(${side_paths[*]} runs in a second pytest process beside this one; its output follows this one's)"
-  pytest -p no:cacheprovider -rfEs --junitxml="$side_junit" "${side_paths[@]}" > "$side_log" 2>&1 &
+  pytest -p no:cacheprovider -rfEs --durations=10 --junitxml="$side_junit" "${side_paths[@]}" > "$side_log" 2>&1 &
   side_pid=$!
   main_args=()
   for path in "${side_paths[@]}"; do main_args+=("--ignore=$path"); done
@@ -120,7 +120,7 @@ fi
 rc=0
 junit=$(mktemp "${TMPDIR:-/tmp}/paycraft-pytest.XXXXXX.xml")
 set +e
-pytest -p no:cacheprovider -rfEs --junitxml="$junit" "${main_args[@]}" 2>&1 | tee -a "$pytest_log"
+pytest -p no:cacheprovider -rfEs --durations=25 --junitxml="$junit" "${main_args[@]}" 2>&1 | tee -a "$pytest_log"
 rc=${PIPESTATUS[0]}
 set -e
 check_pytest "$rc" "$junit" || rc=$?
