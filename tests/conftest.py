@@ -19,6 +19,7 @@ then they fail, so a CI run cannot pass by skipping what it should test.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,33 @@ COLLECTIONS_ROOT = _collection_root()
 if str(COLLECTIONS_ROOT) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_ROOT))
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS_ROOT))
+
+
+# CPU per test, beside --durations' wall time: on a loaded 2-core CI machine the wall time of a test
+# says more about its neighbours than about itself. This process and the children it waited for
+# (ansible-playbook, the migrate engines, docker CLIs); the disposable hosts' containers are not in it.
+_CPU_PER_TEST: dict[str, float] = {}
+
+
+def _cpu_seconds() -> float:
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = _cpu_seconds()
+    yield
+    _CPU_PER_TEST[item.nodeid] = _cpu_seconds() - start
+
+
+def pytest_terminal_summary(terminalreporter):
+    if len(_CPU_PER_TEST) < 2:
+        return
+    terminalreporter.section("most CPU per test (this process and its children; not the hosts' containers)")
+    for nodeid, cpu in sorted(_CPU_PER_TEST.items(), key=lambda kv: -kv[1])[:15]:
+        terminalreporter.write_line(f"{cpu:8.1f} CPU-s  {nodeid}")
+    terminalreporter.write_line(f"{sum(_CPU_PER_TEST.values()):8.1f} CPU-s in all {len(_CPU_PER_TEST)} tests")
 
 
 @dataclass(frozen=True)
