@@ -1,20 +1,28 @@
-"""Benchmark Ansible's pipelining over the docker connection: the same tasks with it off and on, in the same run.
+"""Benchmark the ways Ansible reaches a container host: the same tasks each way, in the same run.
 
 Run by hand (the project's virtualenv active, a Docker engine, the test host image built by
 tests/hosts/build.sh):
     python benchmarks/connection/bench.py [--tasks 30] [--reps 3]
 
 A throw-away container of the test host image (Debian with Python, what the Molecule hosts and the
-DinD test hosts are) is the managed host, reached through community.docker.docker as the tests reach
-theirs. One playbook of ``--tasks`` module tasks (two thirds ``stat``, one third ``file``) runs with
-ANSIBLE_PIPELINING=False and =True, alternating, ``--reps`` times each. Prints the median wall time
-and the controller's CPU time (ansible-playbook and the docker CLI processes it starts) per method,
-and the ratio of pipelining on to off. The container is removed at the end.
+DinD test hosts are) is the managed host. One playbook of ``--tasks`` module tasks (two thirds
+``stat``, one third ``file``) runs each way, in rotating order, ``--reps`` times each:
+
+  docker, pipelining off    community.docker.docker, a temp file per module (the baseline)
+  docker, pipelining on     community.docker.docker, the module over stdin (ansible.cfg's setting)
+  docker_api, pipelining on community.docker.docker_api: the Engine API from the Ansible worker itself,
+                            no docker CLI process per task
+
+Prints the medians of: wall time; the controller's CPU (ansible-playbook and every process it
+starts); the host container's CPU (its cgroup); the whole machine's busy CPU from /proc/stat (the
+engine, containerd and runc included, and whatever else runs: the load average is printed), and
+each one's ratio to the baseline. The container is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import resource
 import secrets
@@ -49,19 +57,58 @@ def playbook(tasks: int) -> str:
 """
 
 
-def run(host: str, book: Path, pipelining: bool) -> tuple[float, float]:
-    """One ansible-playbook run: (wall seconds, controller CPU seconds of it and its children)."""
+METHODS = (  # label, connection plugin, pipelining
+    ("docker, pipelining off", "community.docker.docker", False),
+    ("docker, pipelining on", "community.docker.docker", True),
+    ("docker_api, pipelining on", "community.docker.docker_api", True),
+)
+
+
+def busy() -> float:
+    """The whole machine's busy CPU seconds so far (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def container_cpu_file(cid: str) -> str | None:
+    """The cgroup file with the container's CPU usage (cgroup v1 cpuacct or v2 cpu.stat)."""
+    for pattern in (f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage",
+                    f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage",
+                    f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat",
+                    f"/sys/fs/cgroup/docker/{cid}/cpu.stat"):
+        found = glob.glob(pattern)
+        if found:
+            return found[0]
+    return None
+
+
+def container_cpu(path: str | None) -> float:
+    if path is None:
+        return float("nan")
+    with open(path) as f:
+        text = f.read()
+    if path.endswith("cpuacct.usage"):
+        return int(text) / 1e9
+    return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("usage_usec")) / 1e6
+
+
+def run(host: str, cgroup: str | None, book: Path, connection: str, pipelining: bool) -> tuple[float, ...]:
+    """One ansible-playbook run: (wall s, controller CPU s, host container CPU s, machine busy CPU s)."""
     env = dict(os.environ, ANSIBLE_PIPELINING=str(pipelining), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "-i", f"{host},", "-e", "ansible_connection=community.docker.docker",
+    host0, busy0, t0 = container_cpu(cgroup), busy(), time.monotonic()
+    proc = subprocess.run(["ansible-playbook", "-i", f"{host},", "-e", f"ansible_connection={connection}",
                            "-e", "ansible_python_interpreter=/usr/bin/python3", str(book)],
                           capture_output=True, text=True, env=env, cwd=REPO)
     wall = time.monotonic() - t0
+    machine, on_host = busy() - busy0, container_cpu(cgroup) - host0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        sys.exit(f"ansible-playbook failed (pipelining={pipelining}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        sys.exit(f"ansible-playbook failed ({connection}, pipelining={pipelining}):\n"
+                 f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    controller = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, controller, on_host, machine
 
 
 def main() -> int:
@@ -74,28 +121,31 @@ def main() -> int:
     host = f"paycraft-bench-conn-{secrets.token_hex(3)}"
     subprocess.run(["docker", "run", "-d", "--name", host, "--label", "paycraft.bench=1", IMAGE, "sleep", "infinity"],
                    check=True, capture_output=True)
-    results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    cid = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", host], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    cgroup = container_cpu_file(cid)
+    results: dict[str, list[tuple[float, ...]]] = {label: [] for label, _, _ in METHODS}
     try:
         with tempfile.TemporaryDirectory(prefix="paycraft-bench-conn-") as work:
             book = Path(work) / "bench.yml"
             book.write_text(playbook(args.tasks))
-            run(host, book, True)  # warm-up: the image's page cache, Ansible's own imports
+            run(host, cgroup, book, "community.docker.docker", True)  # warm-up: page cache, Ansible's imports
             for rep in range(args.reps):
-                for pipelining in (False, True) if rep % 2 == 0 else (True, False):
-                    wall, cpu = run(host, book, pipelining)
-                    results[pipelining].append((wall, cpu))
-                    print(f"  rep {rep + 1}: pipelining={pipelining}: {wall:.1f} s wall, {cpu:.1f} s controller CPU",
-                          flush=True)
+                order = METHODS[rep % len(METHODS):] + METHODS[:rep % len(METHODS)]
+                for label, connection, pipelining in order:
+                    res = run(host, cgroup, book, connection, pipelining)
+                    results[label].append(res)
+                    print(f"  rep {rep + 1}: {label}: {res[0]:.1f} s wall, CPU s: controller {res[1]:.1f}, "
+                          f"host {res[2]:.1f}, machine {res[3]:.1f}", flush=True)
     finally:
         subprocess.run(["docker", "rm", "-f", host], capture_output=True)
-    med = {p: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for p, r in results.items()}
-    print(f"\n{args.tasks} tasks over community.docker.docker, median of {args.reps}, load average "
-          f"{os.getloadavg()[0]:.1f}\n")
-    print(f"{'method':<27}{'wall s':>9}{'ratio':>8}{'CPU s':>9}{'ratio':>8}")
-    for p in (False, True):
-        wall, cpu = med[p]
-        print(f"{'pipelining ' + ('on' if p else 'off (baseline)'):<27}{wall:>9.1f}"
-              f"{wall / med[False][0]:>7.2f}x{cpu:>9.1f}{cpu / med[False][1]:>7.2f}x")
+    med = {label: [statistics.median(r[i] for r in runs) for i in range(4)] for label, runs in results.items()}
+    base = med[METHODS[0][0]]
+    print(f"\n{args.tasks} tasks, median of {args.reps}, load average {os.getloadavg()[0]:.1f}\n")
+    heads = ("wall s", "ctrl CPU s", "host CPU s", "mach CPU s")
+    print(f"{'method':<27}" + "".join(f"{h:>12}{'ratio':>7}" for h in heads))
+    for label, _, _ in METHODS:
+        print(f"{label:<27}" + "".join(f"{v:>12.1f}{v / b:>6.2f}x" for v, b in zip(med[label], base, strict=True)))
     return 0
 
 
