@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import busy  # benchmarks/machine.py
+
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "paycraft-local/dind-host:bookworm"
 
@@ -62,13 +65,6 @@ METHODS = (  # label, connection plugin, pipelining
     ("docker, pipelining on", "community.docker.docker", True),
     ("docker_api, pipelining on", "community.docker.docker_api", True),
 )
-
-
-def busy() -> float:
-    """The whole machine's busy CPU seconds so far (/proc/stat: all but idle and iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def container_cpu_file(cid: str) -> str | None:

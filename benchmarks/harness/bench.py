@@ -22,7 +22,9 @@ import subprocess
 import sys
 import time
 
-HZ = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from machine import busy  # benchmarks/machine.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KILL_AT = os.path.join(REPO, "molecule", "resources", "files", "kill-at.sh")
 RECORD = '{"status": "done", "steps": [{"name": "smoke"}]}'
@@ -37,13 +39,6 @@ sys.exit(0 if r.get("status") == "running" and any(s["name"] == sys.argv[1] for 
   sleep 0.2
 done
 """
-
-
-def busy() -> float:
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal: everything but idle and iowait
-    return (sum(fields[:8]) - fields[3] - fields[4]) / HZ
 
 
 def measure(label, seconds, run):
