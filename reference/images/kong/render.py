@@ -6,9 +6,19 @@ and routes[] with paths[], strip_path, preserve_host; top-level routes[] with
 `service` also work) and KONG_PROXY_LISTEN, writes an nginx configuration
 that proxies each route path prefix (longest prefix wins, as in Kong) to its
 service, resolving service hosts at request time through the container's DNS
-(so a service that does not resolve gives 502, as Kong does). Everything else
-in the file (plugins, consumers, hosts/methods matchers, regex paths) is
-reported and ignored.
+(so a service that does not resolve gives 502, as Kong does).
+
+Two plugins are honoured, with consumers[] (username, keyauth_credentials[].key,
+acls[].group), on a route, on a service or globally (the route's wins, then the
+service's, as in Kong):
+- key-auth (key_names, default [apikey]; key_in_header, key_in_query; hide_credentials
+  for headers): no key gives 401 {"message":"No API key found in request"} with
+  WWW-Authenticate, a key no consumer holds gives 401 {"message":"Unauthorized"};
+  the upstream gets X-Consumer-Username.
+- acl (allow or deny groups): a consumer outside them gives 403
+  {"message":"You cannot consume this service"}; the upstream gets X-Consumer-Groups.
+Everything else in the file (other plugins, hosts/methods matchers, regex paths)
+is reported and ignored. Keys are never printed.
 
 Usage: render.py OUTPUT_FILE
 """
@@ -23,6 +33,11 @@ KONG_VERSION = "3.7.1"
 NOT_FOUND = '{"message":"no Route matched with those values"}'
 BAD_GATEWAY = '{"message":"An invalid response was received from the upstream server"}'
 TIMEOUT = '{"message":"The upstream server is timing out"}'
+NO_KEY = '{"message":"No API key found in request"}'
+BAD_KEY = '{"message":"Unauthorized"}'
+FORBIDDEN = '{"message":"You cannot consume this service"}'
+HONOURED = ("key-auth", "acl")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
 
@@ -61,14 +76,25 @@ def service_target(svc):
             "write_timeout": int(svc.get("write_timeout") or 60000)}
 
 
+def honoured(plugins, where):
+    """The enabled key-auth and acl plugins of a list, by name; the others are noted and ignored."""
+    found = {}
+    for plugin in plugins or []:
+        name = plugin.get("name")
+        if name not in HONOURED:
+            note(f"plugin '{name}' on {where} is not supported: ignored")
+        elif plugin.get("enabled", True):
+            found[name] = plugin.get("config") or {}
+    return found
+
+
 def collect_routes(config):
     services = {}
     routes = []
     for svc in config.get("services") or []:
         target = service_target(svc)
+        target["plugins"] = honoured(svc.get("plugins"), f"service '{target['name']}'")
         services[target["name"]] = target
-        for plugin in svc.get("plugins") or []:
-            note(f"plugin '{plugin.get('name')}' on service '{target['name']}' is not supported: ignored")
         for route in svc.get("routes") or []:
             routes.append((route, target))
     for route in config.get("routes") or []:
@@ -77,12 +103,30 @@ def collect_routes(config):
         if ref not in services:
             fail(f"route '{route.get('name')}': unknown service '{ref}'")
         routes.append((route, services[ref]))
-    for plugin in config.get("plugins") or []:
-        note(f"global plugin '{plugin.get('name')}' is not supported: ignored")
-    for key in ("consumers", "upstreams", "certificates"):
+    for key in ("upstreams", "certificates"):
         if config.get(key):
             note(f"'{key}' are not supported: ignored")
     return routes
+
+
+def collect_consumers(config):
+    """{key: username} and {username: [groups]} of consumers[] (keys are never printed)."""
+    keys, groups = {}, {}
+    for consumer in config.get("consumers") or []:
+        name = consumer.get("username") or consumer.get("custom_id")
+        if not name:
+            fail("a consumer has neither username nor custom_id")
+        if name in groups:
+            fail(f"consumer '{name}' is declared twice")
+        groups[name] = [str(acl.get("group")) for acl in consumer.get("acls") or [] if acl.get("group")]
+        for cred in consumer.get("keyauth_credentials") or []:
+            key = cred.get("key")
+            if not key:
+                fail(f"consumer '{name}': a keyauth_credentials entry has no key")
+            if key in keys:
+                fail(f"consumer '{name}': a key is already another consumer's (Kong refuses duplicate keys)")
+            keys[str(key)] = name
+    return keys, groups
 
 
 def dns_valid_ttl():
@@ -120,11 +164,78 @@ def listen_directives(spec):
     return out
 
 
-def location_block(route, target, prefix, index):
+def key_auth_lines(conf, name):
+    """The checks of key-auth in a location: the key from the headers, then the query."""
+    key_names = conf.get("key_names") or ["apikey"]
+    for key_name in key_names:
+        if not HEADER_NAME.match(str(key_name)):
+            fail(f"route '{name}': key-auth key name '{key_name}' is not supported")
+    sources = []
+    if conf.get("key_in_header", True):
+        sources += ["$http_" + k.lower().replace("-", "_") for k in key_names]
+    if conf.get("key_in_query", True):
+        sources += ["$arg_" + k for k in key_names]
+    if conf.get("key_in_body"):
+        note(f"route '{name}': key-auth key_in_body is not supported: ignored")
+    if conf.get("anonymous"):
+        note(f"route '{name}': key-auth anonymous is not supported: ignored")
+    lines = ['    set $kong_key "";']
+    for source in sources:
+        lines.append(f'    if ($kong_key = "") {{ set $kong_key {source}; }}')
+    lines += [
+        '    if ($kong_key = "") {',
+        "        add_header WWW-Authenticate 'Key realm=\"kong\"' always;",
+        f"        add_header Via 'kong/{KONG_VERSION}' always;",
+        f"        return 401 {nginx_string(NO_KEY)};",
+        "    }",
+        '    if ($kong_consumer = "") {',
+        "        add_header WWW-Authenticate 'Key realm=\"kong\"' always;",
+        f"        add_header Via 'kong/{KONG_VERSION}' always;",
+        f"        return 401 {nginx_string(BAD_KEY)};",
+        "    }",
+        "    proxy_set_header X-Consumer-Username $kong_consumer;",
+    ]
+    if conf.get("hide_credentials"):
+        lines += [f"    proxy_set_header {k} \"\";" for k in key_names if conf.get("key_in_header", True)]
+        if conf.get("key_in_query", True):
+            note(f"route '{name}': key-auth hide_credentials keeps a key given in the query string")
+    return lines
+
+
+def acl_lines(conf, name, index, groups):
+    """The check of acl in a location, through a map of the consumers it lets through."""
+    allow, deny = conf.get("allow") or [], conf.get("deny") or []
+    if allow and deny:
+        fail(f"route '{name}': acl has both allow and deny (Kong accepts one of them)")
+    if not allow and not deny:
+        fail(f"route '{name}': acl needs allow or deny")
+    admitted = sorted(user for user, its in groups.items()
+                      if (set(its) & set(allow) if allow else not set(its) & set(deny)))
+    lines = [f"    if ($kong_acl_{index} = 0) {{ return 403 {nginx_string(FORBIDDEN)}; }}",
+             "    proxy_set_header X-Consumer-Groups $kong_groups;"]
+    acl_map = [f"map $kong_consumer $kong_acl_{index} {{", "    default 0;"]
+    acl_map += [f"    {nginx_string(user)} 1;" for user in admitted]
+    acl_map.append("}")
+    return lines, acl_map
+
+
+def location_block(route, target, prefix, index, plugins=None, groups=None):
     strip = route.get("strip_path", True)
     preserve_host = route.get("preserve_host", False)
     var = f"$kong_upstream_{index}"
+    name = route.get("name") or f"route-{index}"
+    plugins = plugins or {}
     lines = [f"location ^~ {prefix} {{", f"    set {var} {target['host']};"]
+    maps = []
+    if "key-auth" in plugins:
+        lines += key_auth_lines(plugins["key-auth"], name)
+    if "acl" in plugins:
+        if "key-auth" not in plugins:
+            # no consumer can be known: Kong answers 401 to every request
+            lines.append(f"    return 401 {nginx_string(BAD_KEY)};")
+        else:
+            acl, maps = acl_lines(plugins["acl"], name, index, groups or {})
+            lines += acl
     rest = re.escape(prefix).replace("/", "\\/")
     base = target["path"]
     if strip:
@@ -142,7 +253,7 @@ def location_block(route, target, prefix, index):
         f"    proxy_pass {target['protocol']}://{var}:{target['port']};",
         "}",
     ]
-    return lines
+    return lines, maps
 
 
 def render(config, listen_spec):
@@ -151,13 +262,18 @@ def render(config, listen_spec):
     if not str(config.get("_format_version", "")).startswith(("1", "2", "3")):
         fail("declarative config has no valid _format_version (expected '3.0')")
     locations = {}
+    maps = []
+    keys, groups = collect_consumers(config)
+    global_plugins = honoured(config.get("plugins"), "every route (global)")
     for index, (route, target) in enumerate(collect_routes(config)):
         name = route.get("name") or f"route-{index}"
         for key in ("hosts", "methods", "headers", "snis"):
             if route.get(key):
                 note(f"route '{name}': '{key}' matching is not supported: ignored")
-        for plugin in route.get("plugins") or []:
-            note(f"plugin '{plugin.get('name')}' on route '{name}' is not supported: ignored")
+        # Kong's precedence for one plugin name: the route's, then the service's, then the global one
+        plugins = {**global_plugins, **target["plugins"], **honoured(route.get("plugins"), f"route '{name}'")}
+        if plugins:
+            note(f"route '{name}': " + ", ".join(sorted(plugins)))
         for path in route.get("paths") or []:
             if path.startswith("~"):
                 note(f"route '{name}': regex path '{path}' is not supported: ignored")
@@ -167,7 +283,8 @@ def render(config, listen_spec):
             if path in locations:
                 note(f"route '{name}': path '{path}' already routed: ignored")
                 continue
-            locations[path] = location_block(route, target, path, len(locations))
+            locations[path], path_maps = location_block(route, target, path, len(locations), plugins, groups)
+            maps += path_maps
             note(f"route '{name}': {path} -> {target['protocol']}://{target['host']}:{target['port']}"
                  f"{target['path']} (strip_path={route.get('strip_path', True)})")
     server = [
@@ -217,8 +334,18 @@ def render(config, listen_spec):
         "    proxy_set_header X-Forwarded-Host $host;",
         "    proxy_set_header X-Forwarded-Port $server_port;",
         f"    add_header Via 'kong/{KONG_VERSION}' always;",
-        "    server {",
     ]
+    if any("set $kong_key" in line for block in locations.values() for line in block):
+        # the consumer of the request's key, and its groups (consumers[]); only where a route
+        # checks keys ($kong_key is set in those locations)
+        lines += ["    map $kong_key $kong_consumer {", '        default "";']
+        lines += [f"        {nginx_string(key)} {nginx_string(user)};" for key, user in sorted(keys.items())]
+        lines += ["    }", "    map $kong_consumer $kong_groups {", '        default "";']
+        lines += [f"        {nginx_string(user)} {nginx_string(', '.join(its))};"
+                  for user, its in sorted(groups.items()) if its]
+        lines += ["    }"]
+        lines += ["    " + line for line in maps]
+    lines += ["    server {"]
     lines += ["        " + line for line in server]
     lines += ["    }", "}", ""]
     return "\n".join(lines)

@@ -425,6 +425,78 @@ def test_kong_unresolvable_service_gives_502(net, tmp_path):
     assert head["Server"].startswith("kong/")
 
 
+HEADERS_ECHO = (
+    "require('http').createServer((q, s) => { s.setHeader('content-type', 'application/json');"
+    " s.end(JSON.stringify({url: q.url, headers: q.headers})); }).listen(8080)"
+)
+
+KEY_AUTH_YML = """\
+_format_version: "3.0"
+consumers:
+  - username: anon
+    keyauth_credentials: [{key: ANON}]
+    acls: [{group: anon}]
+  - username: service_role
+    keyauth_credentials: [{key: SERVICE}]
+    acls: [{group: admin}]
+  - username: outsider
+    keyauth_credentials: [{key: OUTSIDER}]
+services:
+  - name: rest-v1
+    url: http://echo:8080/
+    routes:
+      - name: rest-v1-all
+        paths: [/rest/v1/]
+    plugins:
+      - name: key-auth
+        config: {hide_credentials: true}
+      - name: acl
+        config: {hide_groups_header: true, allow: [admin, anon]}
+  - name: functions-v1
+    url: http://echo:8080/
+    routes:
+      - name: functions-v1-all
+        paths: [/functions/v1/]
+"""
+
+
+def test_kong_key_auth_and_acl(net, tmp_path):
+    """key-auth and acl as Supabase's kong.yml puts them on /rest/v1/: Kong's answers, real nginx."""
+    keys = {name: secrets.token_urlsafe(24) for name in ("ANON", "SERVICE", "OUTSIDER")}
+    text = KEY_AUTH_YML
+    for name, key in keys.items():
+        text = text.replace(f"key: {name}}}", f"key: {key}}}")
+    net.run("echo", image("dashboard"), "node", "-e", HEADERS_ECHO)
+    config = tmp_path / "kong.yml"
+    config.write_text(text)
+    config.chmod(0o644)
+    kong = net.run("kong", image("kong"), publish=8000, volumes=(f"{config}:/home/kong/kong.yml:ro",))
+    base = f"http://127.0.0.1:{host_port(kong, 8000)}"
+    wait_for(lambda: http("GET", base + "/functions/v1/ping")[0] == 200, timeout=30,
+             what=f"kong to route to the echo service\n{logs(kong)[-2000:]}")
+
+    status, head, body = http("GET", base + "/rest/v1/tenants")
+    assert (status, body) == (401, {"message": "No API key found in request"})
+    assert head["WWW-Authenticate"] == 'Key realm="kong"' and head["Server"].startswith("kong/")
+    status, _, body = http("GET", base + "/rest/v1/tenants", headers={"apikey": secrets.token_urlsafe(24)})
+    assert (status, body) == (401, {"message": "Unauthorized"})
+    status, _, body = http("GET", base + "/rest/v1/tenants", headers={"apikey": keys["OUTSIDER"]})
+    assert (status, body) == (403, {"message": "You cannot consume this service"})
+
+    status, _, body = http("GET", base + "/rest/v1/tenants?select=id", headers={"apikey": keys["ANON"]})
+    assert status == 200 and body["url"] == "/tenants?select=id"
+    assert body["headers"]["x-consumer-username"] == "anon"
+    assert "apikey" not in body["headers"], "hide_credentials: the upstream must not get the key"
+    status, _, body = http("GET", base + f"/rest/v1/tenants?apikey={keys['SERVICE']}")
+    assert status == 200 and body["headers"]["x-consumer-username"] == "service_role"
+
+    # the functions route has no key check
+    assert http("GET", base + "/functions/v1/config")[0] == 200
+    # keys sent in a header stay out of the logs (a key in the query string is in the request line
+    # of the access log, on Kong too)
+    assert keys["ANON"] not in logs(kong) and keys["OUTSIDER"] not in logs(kong)
+
+
 # --- edge-runtime --------------------------------------------------------------------
 
 MAIN_TS = """\
