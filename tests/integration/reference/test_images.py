@@ -381,17 +381,23 @@ services:
 """
 
 
-def test_kong_routes_from_declarative_file(net, tmp_path):
-    net.run("echo", image("dashboard"), "node", "-e", ECHO_SERVER)
+def start_kong(net, tmp_path, kong_yml: str, echo: str, ready_path: str) -> tuple[str, str]:
+    """An echo service and the gateway in front of it, with this declarative file: (container, base URL)."""
+    net.run("echo", image("dashboard"), "node", "-e", echo)
     config = tmp_path / "kong.yml"
-    config.write_text(KONG_YML)
+    config.write_text(kong_yml)
     config.chmod(0o644)
     kong = net.run("kong", image("kong"), publish=8000, volumes=(f"{config}:/home/kong/kong.yml:ro",), env={
         "KONG_DATABASE": "off", "KONG_DECLARATIVE_CONFIG": "/home/kong/kong.yml",
         "KONG_PROXY_LISTEN": "0.0.0.0:8000"})
     base = f"http://127.0.0.1:{host_port(kong, 8000)}"
-    wait_for(lambda: http("GET", base + "/echo/v1/ping")[0] == 200, timeout=30,
+    wait_for(lambda: http("GET", base + ready_path)[0] == 200, timeout=30,
              what=f"kong to route to the echo service\n{logs(kong)[-2000:]}")
+    return kong, base
+
+
+def test_kong_routes_from_declarative_file(net, tmp_path):
+    kong, base = start_kong(net, tmp_path, KONG_YML, ECHO_SERVER, "/echo/v1/ping")
 
     status, head, body = http("POST", base + "/echo/v1/signup?x=1&y=two", {"email": "a@b.c"})
     assert status == 200
@@ -466,14 +472,7 @@ def test_kong_key_auth_and_acl(net, tmp_path):
     text = KEY_AUTH_YML
     for name, key in keys.items():
         text = text.replace(f"key: {name}}}", f"key: {key}}}")
-    net.run("echo", image("dashboard"), "node", "-e", HEADERS_ECHO)
-    config = tmp_path / "kong.yml"
-    config.write_text(text)
-    config.chmod(0o644)
-    kong = net.run("kong", image("kong"), publish=8000, volumes=(f"{config}:/home/kong/kong.yml:ro",))
-    base = f"http://127.0.0.1:{host_port(kong, 8000)}"
-    wait_for(lambda: http("GET", base + "/functions/v1/ping")[0] == 200, timeout=30,
-             what=f"kong to route to the echo service\n{logs(kong)[-2000:]}")
+    kong, base = start_kong(net, tmp_path, text, HEADERS_ECHO, "/functions/v1/ping")
 
     status, head, body = http("GET", base + "/rest/v1/tenants")
     assert (status, body) == (401, {"message": "No API key found in request"})
