@@ -182,19 +182,16 @@ def key_auth_lines(conf, name):
     lines = ['    set $kong_key "";']
     for source in sources:
         lines.append(f'    if ($kong_key = "") {{ set $kong_key {source}; }}')
-    lines += [
-        '    if ($kong_key = "") {',
-        "        add_header WWW-Authenticate 'Key realm=\"kong\"' always;",
-        f"        add_header Via 'kong/{KONG_VERSION}' always;",
-        f"        return 401 {nginx_string(NO_KEY)};",
-        "    }",
-        '    if ($kong_consumer = "") {',
-        "        add_header WWW-Authenticate 'Key realm=\"kong\"' always;",
-        f"        add_header Via 'kong/{KONG_VERSION}' always;",
-        f"        return 401 {nginx_string(BAD_KEY)};",
-        "    }",
-        "    proxy_set_header X-Consumer-Username $kong_consumer;",
-    ]
+    for variable, body in (("$kong_key", NO_KEY), ("$kong_consumer", BAD_KEY)):
+        # add_header in the if block replaces the http block's, so Via is repeated here
+        lines += [
+            f'    if ({variable} = "") {{',
+            "        add_header WWW-Authenticate 'Key realm=\"kong\"' always;",
+            f"        add_header Via 'kong/{KONG_VERSION}' always;",
+            f"        return 401 {nginx_string(body)};",
+            "    }",
+        ]
+    lines.append("    proxy_set_header X-Consumer-Username $kong_consumer;")
     if conf.get("hide_credentials"):
         lines += [f"    proxy_set_header {k} \"\";" for k in key_names if conf.get("key_in_header", True)]
         if conf.get("key_in_query", True):
@@ -219,12 +216,10 @@ def acl_lines(conf, name, index, groups):
     return lines, acl_map
 
 
-def location_block(route, target, prefix, index, plugins=None, groups=None):
+def location_block(route, target, prefix, index, name, plugins, groups):
     strip = route.get("strip_path", True)
     preserve_host = route.get("preserve_host", False)
     var = f"$kong_upstream_{index}"
-    name = route.get("name") or f"route-{index}"
-    plugins = plugins or {}
     lines = [f"location ^~ {prefix} {{", f"    set {var} {target['host']};"]
     maps = []
     if "key-auth" in plugins:
@@ -234,7 +229,7 @@ def location_block(route, target, prefix, index, plugins=None, groups=None):
             # no consumer can be known: Kong answers 401 to every request
             lines.append(f"    return 401 {nginx_string(BAD_KEY)};")
         else:
-            acl, maps = acl_lines(plugins["acl"], name, index, groups or {})
+            acl, maps = acl_lines(plugins["acl"], name, index, groups)
             lines += acl
     rest = re.escape(prefix).replace("/", "\\/")
     base = target["path"]
@@ -263,6 +258,7 @@ def render(config, listen_spec):
         fail("declarative config has no valid _format_version (expected '3.0')")
     locations = {}
     maps = []
+    keys_checked = False  # a location sets $kong_key: the consumer maps below are needed (and valid)
     keys, groups = collect_consumers(config)
     global_plugins = honoured(config.get("plugins"), "every route (global)")
     for index, (route, target) in enumerate(collect_routes(config)):
@@ -283,8 +279,9 @@ def render(config, listen_spec):
             if path in locations:
                 note(f"route '{name}': path '{path}' already routed: ignored")
                 continue
-            locations[path], path_maps = location_block(route, target, path, len(locations), plugins, groups)
+            locations[path], path_maps = location_block(route, target, path, len(locations), name, plugins, groups)
             maps += path_maps
+            keys_checked = keys_checked or "key-auth" in plugins
             note(f"route '{name}': {path} -> {target['protocol']}://{target['host']}:{target['port']}"
                  f"{target['path']} (strip_path={route.get('strip_path', True)})")
     server = [
@@ -335,9 +332,9 @@ def render(config, listen_spec):
         "    proxy_set_header X-Forwarded-Port $server_port;",
         f"    add_header Via 'kong/{KONG_VERSION}' always;",
     ]
-    if any("set $kong_key" in line for block in locations.values() for line in block):
-        # the consumer of the request's key, and its groups (consumers[]); only where a route
-        # checks keys ($kong_key is set in those locations)
+    if keys_checked:
+        # the consumer of the request's key, and its groups (consumers[]); nginx refuses a map
+        # on $kong_key when no location sets it
         lines += ["    map $kong_key $kong_consumer {", '        default "";']
         lines += [f"        {nginx_string(key)} {nginx_string(user)};" for key, user in sorted(keys.items())]
         lines += ["    }", "    map $kong_consumer $kong_groups {", '        default "";']
