@@ -242,8 +242,9 @@ def check_disk(host: str, min_gb: float, paths: list[str]):
     findings, facts = [], {}
     for path in paths:
         measured = nearest_existing(path)
-        free_gb = free_bytes(measured) / 1024**3
-        facts[path] = {"measured_at": measured, "free_gb": round(free_gb, 2)}
+        # one figure for the fact and the message (rounding twice could print 66.2 beside 66.25 -> 66.3)
+        free_gb = round(free_bytes(measured) / 1024**3, 2)
+        facts[path] = {"measured_at": measured, "free_gb": free_gb}
         where = path if measured == os.path.abspath(path) else f"{path} (measured at {measured}, which exists)"
         if free_gb < min_gb:
             findings.append(finding(

@@ -247,6 +247,14 @@ def test_check_disk_measures_nearest_parent(tmp_path):
     assert bad[0]["message"].startswith(f"Only {p._gb(free)} GB of disk is free for {tmp_path} on web1")
 
 
+def test_check_disk_message_and_fact_give_one_figure(tmp_path, monkeypatch):
+    # 66.254 GiB: rounded once to the fact (66.25) and again for the message it used to read 66.3 beside 66.25
+    monkeypatch.setattr(p, "free_bytes", lambda path: int(66.254 * 1024**3))
+    findings, facts = p.check_disk("web1", 10**9, [str(tmp_path)])
+    assert facts["disk"][str(tmp_path)]["free_gb"] == 66.25
+    assert findings[0]["message"].startswith(f"Only 66.2 GB of disk is free for {tmp_path} on web1")
+
+
 def test_check_tools(tmp_path):
     findings, facts = p.check_tools("web1", ["sh", "paycraft-no-such-tool"])
     assert facts["tools"]["paycraft-no-such-tool"] is None
