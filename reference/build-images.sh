@@ -3,7 +3,7 @@
 #
 #   reference/build-images.sh [--print-times] [--no-cache] [SERVICE ...]
 #
-# SERVICE is any of: db auth rest kong edge-runtime dashboard (default: all).
+# SERVICE is any of: db auth rest kong edge-runtime dashboard proxy (default: all).
 # Images are tagged ${PAYCRAFT_IMAGE_PREFIX}<service>:${PAYCRAFT_IMAGE_TAG}
 # (default paycraft-local/<service>:ref) and built FROM ${PAYCRAFT_BASE_IMAGE}
 # (default paycraft-local/debian:bookworm). Nothing is pulled. Re-running is
@@ -21,7 +21,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 base="${PAYCRAFT_BASE_IMAGE:-paycraft-local/debian:bookworm}"
 prefix="${PAYCRAFT_IMAGE_PREFIX:-paycraft-local/}"
 tag="${PAYCRAFT_IMAGE_TAG:-ref}"
-all_services=(db auth rest kong edge-runtime dashboard)
+all_services=(db auth rest kong edge-runtime dashboard proxy)
 
 usage() {
     sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'

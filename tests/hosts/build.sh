@@ -3,6 +3,7 @@
 #   paycraft-local/host:bookworm       a bare Debian host (python3 only)
 #   paycraft-local/dind-host:bookworm  the same with Debian's docker.io, git, psycopg2
 #   paycraft-local/registry:2          a private registry (Debian's docker-registry)
+#   paycraft-local/pebble:bookworm     Debian's pebble, the ACME test CA of the tls scenario
 # Each image carries the sha256 of its recipe as a label and is rebuilt only
 # when the recipe changed. Used by scripts/test.sh, Molecule and the tests.
 set -euo pipefail
@@ -26,3 +27,4 @@ docker image inspect "$BASE" >/dev/null 2>&1 || { echo "[hosts] the base image $
 build paycraft-local/host:bookworm host "$BASE"
 build paycraft-local/dind-host:bookworm dind-host paycraft-local/host:bookworm
 build paycraft-local/registry:2 registry "$BASE"
+build paycraft-local/pebble:bookworm pebble paycraft-local/host:bookworm
