@@ -22,6 +22,7 @@ Pure Python (standard library only), importable without Ansible:
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import struct
@@ -244,7 +245,8 @@ CAUSES = {
         "heading": "TLS handshake or certificate verification failed",
         "explanation": (
             "The https endpoint's certificate was not accepted. Fix the certificate of the TLS proxy in "
-            "front of Kong / the dashboard, or set validate_certs=false for a self-signed test certificate."
+            "front of Kong / the dashboard; a certificate from an internal CA needs that CA's root in ca_file "
+            "(paycraft_smoke_ca_file)."
         ),
         "next": ("curl -vI {url}",),
     },
@@ -372,34 +374,40 @@ _TLS_LOCK = threading.Lock()
 _TLS_CONTEXTS = {}
 
 
-def _tls_context(validate_certs):
+def _tls_context(validate_certs, ca_file=None):
     """One TLS context per setting, made once (loading the CA store takes a while on a busy host, and the
-    probes' threads would each load it); an SSLContext is safe to share between threads."""
+    probes' threads would each load it); an SSLContext is safe to share between threads.
+
+    ``ca_file``: a PEM bundle that replaces the system's CA store (only its roots are trusted), e.g. the
+    root of an internal or test ACME CA."""
+    key = (bool(validate_certs), ca_file or None)
     with _TLS_LOCK:
-        context = _TLS_CONTEXTS.get(validate_certs)
+        context = _TLS_CONTEXTS.get(key)
         if context is None:
-            context = ssl.create_default_context()
+            context = ssl.create_default_context(cafile=ca_file or None)
             if not validate_certs:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            _TLS_CONTEXTS[validate_certs] = context
+            _TLS_CONTEXTS[key] = context
         return context
 
 
-def _opener(url, validate_certs):
+def _opener(url, validate_certs, ca_file=None):
     handlers = [_NoRedirect()]
     if urllib.parse.urlsplit(url).scheme == "https":  # plain http needs no TLS context
-        handlers.append(urllib.request.HTTPSHandler(context=_tls_context(bool(validate_certs))))
+        handlers.append(urllib.request.HTTPSHandler(context=_tls_context(validate_certs, ca_file)))
     return urllib.request.build_opener(*handlers)
 
 
-def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True):
-    """One HTTP request. Returns :class:`HttpAnswer` for every HTTP status, raises :class:`NoAnswer`."""
+def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True, ca_file=None):
+    """One HTTP request. Returns :class:`HttpAnswer` for every HTTP status, raises :class:`NoAnswer`.
+
+    ``ca_file``: trust only the roots in this PEM file for https (default: the system's CA store)."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - checked
     try:
-        with _opener(url, validate_certs).open(request, timeout=timeout) as response:
+        with _opener(url, validate_certs, ca_file).open(request, timeout=timeout) as response:
             return HttpAnswer(response.status, response.read(MAX_BODY), dict(response.headers))
     except urllib.error.HTTPError as exc:
         try:
@@ -540,7 +548,7 @@ def probe_suite_config(params, timeout):
     url = suite_config_url(params["api_url"], params["config_path"], api_key)
     headers = _json_headers(anon_key)
     try:
-        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
+        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True), params.get("ca_file"))
     except NoAnswer as exc:
         cause = {"tls": "tls_error", "timeout": "upstream_down"}.get(exc.kind, "gateway_down")
         return Outcome(False, exc.kind, exc.detail, cause, {"status": exc.kind, "url": params["api_url"]})
@@ -573,7 +581,7 @@ def probe_gateway(params, timeout):
     """Kong's own answer on ``/``: 404 "no Route matched" (or any non-error answer that Kong signs)."""
     url = params["api_url"].rstrip("/") + "/"
     try:
-        answer = http_request(url, "GET", {}, timeout, params.get("validate_certs", True))
+        answer = http_request(url, "GET", {}, timeout, params.get("validate_certs", True), params.get("ca_file"))
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "gateway_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
@@ -593,7 +601,7 @@ def probe_auth(params, timeout):
     anon_key = params.get("anon_key")
     headers = _json_headers(anon_key)
     try:
-        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True))
+        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True), params.get("ca_file"))
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "gateway_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
@@ -620,9 +628,9 @@ def probe_dashboard(params, timeout):
     hops = []
     try:
         for _hop in range(MAX_REDIRECTS + 1):
-            answer = http_request(url, "HEAD", {}, timeout, validate)
+            answer = http_request(url, "HEAD", {}, timeout, validate, params.get("ca_file"))
             if answer.status == 405:
-                answer = http_request(url, "GET", {}, timeout, validate)
+                answer = http_request(url, "GET", {}, timeout, validate, params.get("ca_file"))
             location = {k.lower(): v for k, v in answer.headers.items()}.get("location")
             if answer.status not in (301, 302, 303, 307, 308) or not location:
                 break
@@ -772,6 +780,9 @@ def validate(params):
         errors.append(f"config_path must start with '/', got {params.get('config_path')!r}")
     if not str(params.get("auth_path") or "").startswith("/"):
         errors.append(f"auth_path must start with '/', got {params.get('auth_path')!r}")
+    ca_file = params.get("ca_file")
+    if ca_file and not os.path.isfile(ca_file):
+        errors.append(f"ca_file {ca_file!r} does not exist on this host (the PEM root(s) to trust for https)")
     timeout = params.get("timeout")
     if not isinstance(timeout, (int, float)) or timeout < 0:
         errors.append(f"timeout must be 0 or more seconds, got {timeout!r}")

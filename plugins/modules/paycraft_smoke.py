@@ -129,6 +129,12 @@ options:
       - Verify TLS certificates of https URLs. Set to V(false) only for a self-signed test certificate.
     type: bool
     default: true
+  ca_file:
+    description:
+      - PEM file on the host with the root(s) to trust for https URLs, instead of the system's CA store
+        (only these are trusted), e.g. the root of an internal ACME CA or of the proxy's internal CA.
+      - Empty (default) trusts the system's CA store.
+    type: path
 attributes:
   check_mode:
     description: The probes are read-only, so they run in check mode too.
@@ -276,6 +282,7 @@ ARGUMENT_SPEC = {
     "interval": {"type": "float", "default": smoke.DEFAULTS["interval"]},
     "request_timeout": {"type": "float", "default": smoke.DEFAULTS["request_timeout"]},
     "validate_certs": {"type": "bool", "default": True},
+    "ca_file": {"type": "path"},
 }
 
 
