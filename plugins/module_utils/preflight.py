@@ -467,11 +467,16 @@ def port_holders(ports, proc_root: str = "/proc") -> dict[int, dict]:
 
 
 # The compose service publishing each of the runbook's host ports (docker-compose.yaml).
-PORT_SERVICE = {54321: "kong", 54322: "db", 3000: "dashboard"}
+PORT_SERVICE = {54321: "kong", 54322: "db", 3000: "dashboard", 80: "proxy", 443: "proxy"}
 
 
 def _port_fix(port: int) -> str:
     service = PORT_SERVICE.get(port)
+    if service == "proxy":
+        return (f"Identify the conflicting process: lsof -iTCP:{port} -sTCP:LISTEN -n -P ; the TLS proxy "
+                "(paycraft_tls_enabled) needs 80 (ACME HTTP-01 and the redirect to https) and 443: stop the web "
+                "server holding it (e.g. systemctl disable --now nginx), or set paycraft_tls_enabled: false and "
+                "keep your own proxy in front of 127.0.0.1:54321 and 127.0.0.1:3000.")
     where = f"docker-compose.yaml ({service}.ports[0])" if service else "docker-compose.yaml"
     return (f"Identify the conflicting process: lsof -iTCP:{port} -sTCP:LISTEN -n -P ; stop the conflicting "
             f"service (often a stale Supabase CLI instance: supabase stop) ; or rebind PayCraft's port in {where} "

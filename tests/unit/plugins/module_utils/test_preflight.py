@@ -333,3 +333,11 @@ def test_the_preflight_role_checks_the_same_minimum():
     checks = (REPO / "roles" / "preflight" / "tasks" / "checks.yml").read_text(encoding="utf-8")
     assert f"is version('{p.format_version(p.MIN_PYTHON)}', '<')" in checks
     assert " ".join(p.PYTHON_FIX.split()) in " ".join(checks.split())
+
+
+def test_a_busy_80_or_443_names_the_tls_proxy_not_a_compose_port():
+    for port in (80, 443):
+        fix = p._port_fix(port)
+        assert f"lsof -iTCP:{port} -sTCP:LISTEN -n -P" in fix
+        assert "paycraft_tls_enabled" in fix
+        assert "docker-compose.yaml" not in fix
