@@ -17,7 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from paycraft_testlib import missing
 
 pytestmark = [pytest.mark.docker]
 
@@ -52,9 +51,12 @@ def _self_signed(names):
 
 
 @pytest.fixture(scope="module")
-def proxy_image():
-    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
-        missing(f"the image {IMAGE} (reference/build-images.sh proxy)")
+def proxy_image(docker_engine):
+    """The proxy image, built from the local Debian base (a no-op when cached)."""
+    proc = subprocess.run([str(REPO / "reference" / "build-images.sh"), "proxy"], capture_output=True, text=True,
+                          timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"reference/build-images.sh proxy failed:\n{proc.stderr[-4000:]}", pytrace=False)
     return IMAGE
 
 
