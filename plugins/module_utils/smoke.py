@@ -22,6 +22,7 @@ Pure Python (standard library only), importable without Ansible:
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import struct
@@ -186,6 +187,19 @@ CAUSES = {
             "or still starting. Sign-ups and sign-ins of the dashboard and the SDK fail until it answers."
         ),
         "next": ("docker compose ps auth", "docker logs paycraft_auth --tail 100"),
+    },
+    "gateway_key_refused": {
+        "runbook": None,
+        "heading": "The gateway refuses the anon key",
+        "explanation": (
+            "{api_url}{auth_path} answered {status} from Kong's key check: the anon key the smoke test sends "
+            "(PAYCRAFT_ANON_KEY of the env file) is not a consumer key of the gateway's Kong file, which the "
+            "stack role writes from the env file (paycraft_stack_key_check). The keys changed after the file "
+            "was written, or the smoke test was given another host's key. Every SDK client with this key gets "
+            "401 too."
+        ),
+        "next": ("ansible-playbook playbooks/site.yml --tags stack  (writes the gateway's file again and "
+                 "recreates kong)", "docker logs paycraft_kong --tail 50"),
     },
     "auth_error": {
         "runbook": None,
@@ -564,6 +578,11 @@ def probe_suite_config(params, timeout):
     return Outcome(True, 200, detail, document=document)
 
 
+# Kong's key-auth answers: no key sent, or a key that is no consumer's
+KONG_KEY_REFUSED = re.compile(
+    r'"message"\s*:\s*"(No API key found in request|Unauthorized|Invalid authentication credentials)"')
+
+
 def _is_kong(answer):
     server = str({k.lower(): v for k, v in answer.headers.items()}.get("server", "")).lower()
     return server.startswith("kong") or any(k.lower().startswith("x-kong-") for k in answer.headers)
@@ -602,6 +621,8 @@ def probe_auth(params, timeout):
     context = {"status": f"HTTP {answer.status}"}
     if answer.status in (502, 503, 504):
         return Outcome(False, answer.status, line, "auth_down", context)
+    if answer.status == 401 and _is_kong(answer) and KONG_KEY_REFUSED.search(text):
+        return Outcome(False, answer.status, line, "gateway_key_refused", context)
     if answer.status != 200:
         return Outcome(False, answer.status, line, "auth_error" if answer.status < 500 else "auth_down", context)
     try:

@@ -251,12 +251,12 @@ def http(method: str, url: str, body=None, headers=None, timeout=15.0) -> Respon
     return Response(status, {k.lower(): v for k, v in rh.items()}, raw, parsed)
 
 
-def wait_http(url: str, ok=lambda r: r.status < 500, timeout=120.0, what=None) -> Response:
+def wait_http(url: str, ok=lambda r: r.status < 500, timeout=120.0, what=None, headers=None) -> Response:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         try:
-            last = http("GET", url, timeout=5)
+            last = http("GET", url, timeout=5, headers=headers)
             if ok(last):
                 return last
         except OSError as exc:

@@ -128,6 +128,16 @@ class AuthDown(Stack):
         return self._send(502, KONG_BAD_GATEWAY)
 
 
+class AuthKeyRefused(Stack):
+    """Kong's key-auth on /auth/v1/ (paycraft_stack_key_check) with another anon key than the one sent."""
+
+    def version_string(self):  # the one Server header, as Kong sends it
+        return "kong/3.7.1"
+
+    def auth_health(self):
+        return self._send(401, {"message": "Unauthorized"}, headers={"WWW-Authenticate": 'Key realm="kong"'})
+
+
 class AuthNotGoTrue(Stack):
     """/auth/v1/ routed to something that is not GoTrue."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -15,6 +16,7 @@ from smoke_servers import (
     SUITE_CONFIG,
     AllBadGateway,
     AuthDown,
+    AuthKeyRefused,
     AuthNotGoTrue,
     BadGateway,
     Dashboard,
@@ -306,6 +308,14 @@ def test_auth_down_behind_kong_fails_auth(http_server):
     assert not probe["ok"] and probe["status"] == 502
     assert probe["cause_id"] == "auth_down"
     assert probe["next"] == ["docker compose ps auth", "docker logs paycraft_auth --tail 100"]
+
+
+def test_auth_key_refused_by_the_gateway_names_the_kong_file(http_server):
+    probe = only("auth", api_url=http_server(AuthKeyRefused).url, anon_key=ANON_KEY, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 401
+    assert probe["cause_id"] == "gateway_key_refused"
+    assert probe["next"][0].startswith("ansible-playbook playbooks/site.yml --tags stack")
+    assert ANON_KEY not in json.dumps(probe)
 
 
 def test_auth_route_that_is_not_gotrue_fails_auth(http_server):
