@@ -359,7 +359,8 @@ CAUSES = {
         ),
         "next": (
             "grep -n -A8 'functions-v1' kong.yml",
-            "grep -n 'PUBLIC_FUNCTIONS\\|VERIFY_JWT' ../../supabase/functions/main/index.ts .env",
+            "grep -n VERIFY_JWT docker-compose.yaml",
+            "grep -n PUBLIC_FUNCTIONS ../../supabase/functions/main/index.ts",
         ),
     },
     "webhook_unsigned_accepted": {

@@ -565,6 +565,15 @@ def test_v1_1_4_webhooks_on_the_running_stack(stack):
     clone = selfhost.parent.parent
     anon = stack["env"]["PAYCRAFT_ANON_KEY"]
 
+    # the collection's smoke probe on the release before (v1.1.2): the route has no function behind it
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+
+    probe = {"api_url": api, "probes": ["gateway"], "webhook_functions": ["stripe-webhook", "razorpay-webhook"],
+             "timeout": 0, "request_timeout": 10.0}
+    before = smoke.run_probes(probe)
+    assert before["summary"].startswith("smoke: 1/3 probes passed"), before["message"]
+    assert before["probes"]["stripe-webhook"]["cause_id"] == "webhook_not_found"
+
     checkout(clone, "v1.1.4-webhooks")
     boot = migrations_bootstrap(selfhost, host=stack["host"])
     assert re.findall(r"^apply (\S+)$", boot.stdout, re.M) == ["070_webhook_secrets", "071_webhook_events"]
@@ -638,6 +647,11 @@ def test_v1_1_4_webhooks_on_the_running_stack(stack):
                     {"provider": "stripe", "event_id": event_id, "event_type": "invoice.paid"}]
     seen = http("GET", f"{api}/rest/v1/webhook_events?select=event_type", headers=secrets["second"]["auth"])
     assert seen.json_body == [{"event_type": "charge.succeeded"}]
+    # the collection's smoke probe passes on the real functions, without an apikey
+    after = smoke.run_probes(probe)
+    assert after["ok"] and after["summary"].startswith("smoke: 3/3 probes passed"), after["message"]
+    assert after["probes"]["razorpay-webhook"]["detail"] == (
+        "HTTP 400 missing_signature (the function refuses an unsigned POST)")
     # no secret in the edge runtime's log
     log = logs(stack["host"], CONTAINERS["edge-runtime"])
     for who in secrets.values():

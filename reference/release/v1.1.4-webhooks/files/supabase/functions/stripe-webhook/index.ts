@@ -113,7 +113,10 @@ Deno.serve(async (req: Request) => {
   }
   if (secrets.status >= 400 || !Array.isArray(secrets.body)) return upstreamFailure("webhook_secrets_for", secrets);
 
-  const signed = new Uint8Array([...encoder.encode(`${t}.`), ...raw]);
+  const prefix = encoder.encode(`${t}.`);
+  const signed = new Uint8Array(prefix.length + raw.length);
+  signed.set(prefix);
+  signed.set(raw, prefix.length);
   let matched: string | null = null;
   for (const row of secrets.body as { tenant_id: string; secret: string }[]) {
     for (const sig of v1) {
