@@ -48,6 +48,7 @@ PROJECT = "selfhost"
 API_PORT, DB_PORT, DASHBOARD_PORT = 54321, 54322, 3000
 MIGRATIONS_V1_0_0 = 15
 MIGRATIONS_V1_1_0 = 19
+MIGRATIONS_V1_1_4 = 21  # v1.1.0 + 070_webhook_secrets, 071_webhook_events
 
 
 def run(cmd, cwd=None, env=None, check=True, timeout=600, stdin=None) -> subprocess.CompletedProcess:
