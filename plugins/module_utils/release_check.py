@@ -486,6 +486,17 @@ def kong_file_of(tree: Tree, compose: dict) -> str | None:
     return None
 
 
+def kong_mount_target(compose: dict) -> dict | None:
+    """``{"service", "path"}``: the compose service that reads a Kong declarative file and where, in the container."""
+    for name, service in ((compose or {}).get("services") or {}).items():
+        if not isinstance(service, dict):
+            continue
+        declared = _environment(service).get("KONG_DECLARATIVE_CONFIG")
+        if declared:
+            return {"service": str(name), "path": declared}
+    return None
+
+
 def check_release(tree: Tree, compose: dict | None, kong: dict | None, *, compose_file: str, kong_rel: str,
                   migrations_dir: str, fill_rest="auto", fill_main="auto") -> tuple:
     """All findings of the release (except ``docker compose config``) and its gaps: ``(findings, gaps)``."""

@@ -12,6 +12,10 @@ Pure Python (standard library only), importable without Ansible:
   gateway), ``postgres`` (a ``pg_isready``-style ping, then a real login with
   the database password and ``SELECT 1``) and ``dashboard`` (``curl -fsSIL``:
   a 200 after redirects);
+* one more probe per webhook function of the release (``webhook_functions``,
+  e.g. ``stripe-webhook``): an unsigned ``POST`` to it through the gateway, with
+  no apikey (providers send none), must come back with the function's own 400
+  JSON ``{"error": ...}``, never the gateway's 404/401/502;
 * :func:`run_probes` runs the selected probes in parallel threads, each
   retrying until it passes or a shared deadline expires;
 * every failure is classified into one entry of :data:`CAUSES` (most of them
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import struct
@@ -38,6 +43,8 @@ PROBES = ("suite_config", "gateway", "auth", "postgres", "dashboard")
 # The smoke role's probe set always includes these: the SuiteConfig fetch is the runbook's "fastest signal that
 # the stack is alive" (a subset without it is for building blocks such as the stack role's wait for Postgres).
 REQUIRED_PROBES = ("suite_config",)
+# Names of the webhook functions the webhook probes may take (a directory name under supabase/functions).
+WEBHOOK_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_REDIRECTS = 10
 KONG_NO_ROUTE = "no route matched"
 SUITE_CONFIG_KEYS = ("tenant_id", "products", "providers", "paywall", "cache_ttl_seconds")
@@ -188,6 +195,19 @@ CAUSES = {
         ),
         "next": ("docker compose ps auth", "docker logs paycraft_auth --tail 100"),
     },
+    "gateway_key_refused": {
+        "runbook": None,
+        "heading": "The gateway refuses the anon key",
+        "explanation": (
+            "{api_url}{auth_path} answered {status} from Kong's key check: the anon key the smoke test sends "
+            "(PAYCRAFT_ANON_KEY of the env file) is not a consumer key of the gateway's Kong file, which the "
+            "stack role writes from the env file (paycraft_stack_key_check). The keys changed after the file "
+            "was written, or the smoke test was given another host's key. Every SDK client with this key gets "
+            "401 too."
+        ),
+        "next": ("ansible-playbook playbooks/site.yml --tags stack  (writes the gateway's file again and "
+                 "recreates kong)", "docker logs paycraft_kong --tail 50"),
+    },
     "auth_error": {
         "runbook": None,
         "heading": "GoTrue (auth) answers, but not its health document",
@@ -318,11 +338,79 @@ CAUSES = {
         ),
         "next": ("docker logs paycraft_dashboard --tail 50",),
     },
+    "webhook_not_found": {
+        "runbook": None,
+        "heading": "The edge runtime has no {function} function to serve",
+        "explanation": (
+            'An unsigned POST to {api_url}{webhook_path} got {{"message":"Function not found"}}: the release\'s '
+            "supabase/functions/{function} is not where the edge runtime reads its functions (the compose "
+            "file mounts ../../supabase/functions), or the runtime could not load it and its log says why. "
+            "The provider's deliveries to this URL fail the same way."
+        ),
+        "next": (
+            "ls ../../supabase/functions/{function}",
+            "docker logs paycraft_edge_runtime --tail 100",
+        ),
+    },
+    "webhook_no_route": {
+        "runbook": "runbook section 5, 'SDK wiring'",
+        "heading": "The gateway has no route for the {function} function",
+        "explanation": (
+            "Kong answered 404 \"no Route matched\" for {webhook_path}: kong.yml has no /functions/v1/ route, "
+            "or the gateway is reverse-proxied under a sub-path (the webhook probes follow config_path's "
+            "directory). The provider's deliveries to {api_url}{webhook_path} cannot arrive."
+        ),
+        "next": ("grep -n 'functions/v1' kong.yml", "docker logs paycraft_kong"),
+    },
+    "webhook_gateway_auth": {
+        "runbook": None,
+        "heading": "An unsigned POST to {function} was refused before it reached the function ({status})",
+        "explanation": (
+            "{api_url}{webhook_path} answered {status} without the function's own JSON error: the gateway "
+            "(a key-auth plugin on the functions-v1 route of kong.yml) or the edge runtime's JWT check "
+            "(VERIFY_JWT=true, with {function} not among the main router's public functions) asks for an "
+            "apikey or a JWT. Stripe and Razorpay send neither, only their signature header: every delivery "
+            "is refused. Leave /functions/v1/ without key-auth and {function} public."
+        ),
+        "next": (
+            "grep -n -A8 'functions-v1' kong.yml",
+            "grep -n VERIFY_JWT docker-compose.yaml",
+            "grep -n PUBLIC_FUNCTIONS ../../supabase/functions/main/index.ts",
+        ),
+    },
+    "webhook_unsigned_accepted": {
+        "runbook": None,
+        "heading": "The {function} function accepts an unsigned delivery",
+        "explanation": (
+            "{api_url}{webhook_path} answered {status} to a POST without a signature header, not 400 "
+            "{{\"error\": \"missing_signature\"}}: anyone who knows the URL can post events to it, or "
+            "something else answers there. Check the release's function before you give the URL to the provider."
+        ),
+        "next": ("cat ../../supabase/functions/{function}/index.ts", "docker logs paycraft_edge_runtime --tail 100"),
+    },
+    "webhook_upstream_down": {
+        "runbook": None,
+        "heading": "The edge runtime behind {webhook_path} does not answer",
+        "explanation": (
+            "Kong answered {status} for {webhook_path}: the edge runtime is not running, still starting, or "
+            "not reachable from Kong. The provider retries its deliveries for a while, then gives up."
+        ),
+        "next": ("docker compose ps edge-runtime", "docker logs paycraft_edge_runtime --tail 100"),
+    },
+    "webhook_function_error": {
+        "runbook": None,
+        "heading": "The {function} function fails",
+        "explanation": (
+            "{api_url}{webhook_path} answered {status} to an unsigned POST, which the function should refuse "
+            "with its own 400 before doing anything: it does not load or crashes (its log says why)."
+        ),
+        "next": ("docker logs paycraft_edge_runtime --tail 100",),
+    },
 }
 
 # Failures that waiting cannot change: stop retrying at the first one.
 FINAL_CAUSES = frozenset({"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
-                          "postgres_login_failed"})
+                          "postgres_login_failed", "webhook_gateway_auth", "webhook_unsigned_accepted"})
 
 _JWT_MARKERS = ("invalid jwt", "jwt", "invalid api key", "invalid key", "no api key", "unauthorized", "jws")
 
@@ -399,13 +487,14 @@ def _opener(url, validate_certs, ca_file=None):
     return urllib.request.build_opener(*handlers)
 
 
-def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True, ca_file=None):
+def http_request(url, method="GET", headers=None, timeout=5.0, validate_certs=True, data=None, ca_file=None):
     """One HTTP request. Returns :class:`HttpAnswer` for every HTTP status, raises :class:`NoAnswer`.
 
     ``ca_file``: trust only the roots in this PEM file for https (default: the system's CA store)."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"not an http(s) URL: {url!r}")
-    request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - checked
+    request = urllib.request.Request(url, data=data, method=method,  # noqa: S310 - checked
+                                     headers=dict(headers or {}))
     try:
         with _opener(url, validate_certs, ca_file).open(request, timeout=timeout) as response:
             return HttpAnswer(response.status, response.read(MAX_BODY), dict(response.headers))
@@ -548,7 +637,8 @@ def probe_suite_config(params, timeout):
     url = suite_config_url(params["api_url"], params["config_path"], api_key)
     headers = _json_headers(anon_key)
     try:
-        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True), params.get("ca_file"))
+        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True),
+                              ca_file=params.get("ca_file"))
     except NoAnswer as exc:
         cause = {"tls": "tls_error", "timeout": "upstream_down"}.get(exc.kind, "gateway_down")
         return Outcome(False, exc.kind, exc.detail, cause, {"status": exc.kind, "url": params["api_url"]})
@@ -572,6 +662,11 @@ def probe_suite_config(params, timeout):
     return Outcome(True, 200, detail, document=document)
 
 
+# Kong's key-auth answers: no key sent, or a key that is no consumer's
+KONG_KEY_REFUSED = re.compile(
+    r'"message"\s*:\s*"(No API key found in request|Unauthorized|Invalid authentication credentials)"')
+
+
 def _is_kong(answer):
     server = str({k.lower(): v for k, v in answer.headers.items()}.get("server", "")).lower()
     return server.startswith("kong") or any(k.lower().startswith("x-kong-") for k in answer.headers)
@@ -581,7 +676,8 @@ def probe_gateway(params, timeout):
     """Kong's own answer on ``/``: 404 "no Route matched" (or any non-error answer that Kong signs)."""
     url = params["api_url"].rstrip("/") + "/"
     try:
-        answer = http_request(url, "GET", {}, timeout, params.get("validate_certs", True), params.get("ca_file"))
+        answer = http_request(url, "GET", {}, timeout, params.get("validate_certs", True),
+                              ca_file=params.get("ca_file"))
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "gateway_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": url})
@@ -601,7 +697,8 @@ def probe_auth(params, timeout):
     anon_key = params.get("anon_key")
     headers = _json_headers(anon_key)
     try:
-        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True), params.get("ca_file"))
+        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True),
+                              ca_file=params.get("ca_file"))
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "gateway_down"
         return Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
@@ -610,6 +707,8 @@ def probe_auth(params, timeout):
     context = {"status": f"HTTP {answer.status}"}
     if answer.status in (502, 503, 504):
         return Outcome(False, answer.status, line, "auth_down", context)
+    if answer.status == 401 and _is_kong(answer) and KONG_KEY_REFUSED.search(text):
+        return Outcome(False, answer.status, line, "gateway_key_refused", context)
     if answer.status != 200:
         return Outcome(False, answer.status, line, "auth_error" if answer.status < 500 else "auth_down", context)
     try:
@@ -628,9 +727,9 @@ def probe_dashboard(params, timeout):
     hops = []
     try:
         for _hop in range(MAX_REDIRECTS + 1):
-            answer = http_request(url, "HEAD", {}, timeout, validate, params.get("ca_file"))
+            answer = http_request(url, "HEAD", {}, timeout, validate, ca_file=params.get("ca_file"))
             if answer.status == 405:
-                answer = http_request(url, "GET", {}, timeout, validate, params.get("ca_file"))
+                answer = http_request(url, "GET", {}, timeout, validate, ca_file=params.get("ca_file"))
             location = {k.lower(): v for k, v in answer.headers.items()}.get("location")
             if answer.status not in (301, 302, 303, 307, 308) or not location:
                 break
@@ -746,6 +845,63 @@ def probe_postgres(params, timeout):
     return Outcome(False, status, login_detail, cause, {"reason": login_detail})
 
 
+def webhook_path(config_path, function):
+    """The webhook function's path: a sibling of the config function under the same ``/functions/v1/``."""
+    return config_path.split("?", 1)[0].rsplit("/", 1)[0] + "/" + function
+
+
+def classify_webhook_answer(status, body_text):
+    """Map the answer to an unsigned POST to ``(passed, cause id or None, the function's error or None)``.
+
+    The function's own refusal is a 400 JSON object with an ``error`` field (``missing_signature``); Kong's
+    and the edge runtime's answers carry ``message``/``msg`` instead.
+    """
+    lowered = body_text.lower()
+    try:
+        document = json.loads(body_text)
+    except ValueError:
+        document = None
+    error = document.get("error") if isinstance(document, dict) else None
+    if status == 400 and isinstance(error, str) and error:
+        return True, None, error
+    if status == 404 and "function not found" in lowered:
+        return False, "webhook_not_found", None
+    if status == 404 and KONG_NO_ROUTE in lowered:
+        return False, "webhook_no_route", None
+    if status in (401, 403):
+        return False, "webhook_gateway_auth", None
+    if status in (502, 503, 504):
+        return False, "webhook_upstream_down", None
+    if status >= 500:
+        return False, "webhook_function_error", None
+    return False, "webhook_unsigned_accepted", None
+
+
+def make_webhook_probe(function):
+    """The probe of one webhook function: an unsigned ``POST {api_url}/functions/v1/<function>``, no apikey."""
+
+    def probe(params, timeout):
+        path = webhook_path(params["config_path"], function)
+        url = params["api_url"].rstrip("/") + path
+        context = {"function": function, "webhook_path": path}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        try:
+            answer = http_request(url, "POST", headers, timeout, params.get("validate_certs", True), data=b"{}",
+                                  ca_file=params.get("ca_file"))
+        except NoAnswer as exc:
+            cause = {"tls": "tls_error", "timeout": "webhook_upstream_down"}.get(exc.kind, "gateway_down")
+            return Outcome(False, exc.kind, exc.detail, cause, {**context, "status": exc.kind, "url": url})
+        text = answer.text()
+        passed, cause, error = classify_webhook_answer(answer.status, text)
+        if passed:
+            return Outcome(True, answer.status, f"HTTP {answer.status} {error} (the function refuses an unsigned POST)")
+        return Outcome(False, answer.status, f"HTTP {answer.status} {preview(text)}".rstrip(), cause,
+                       {**context, "status": f"HTTP {answer.status}"})
+
+    probe.__name__ = f"probe_webhook_{function}"
+    return probe
+
+
 PROBE_FUNCTIONS = {
     "suite_config": probe_suite_config,
     "gateway": probe_gateway,
@@ -783,6 +939,16 @@ def validate(params):
     ca_file = params.get("ca_file")
     if ca_file and not os.path.isfile(ca_file):
         errors.append(f"ca_file {ca_file!r} does not exist on this host (the PEM root(s) to trust for https)")
+    webhooks = params.get("webhook_functions") or []
+    if not isinstance(webhooks, (list, tuple)):
+        errors.append(f"webhook_functions must be a list of function names, got {webhooks!r}")
+    else:
+        bad = [w for w in webhooks if not isinstance(w, str) or not WEBHOOK_FUNCTION_NAME.match(w) or w in PROBES]
+        if bad:
+            errors.append(f"webhook_functions {bad}: each must be the name of a directory under supabase/functions "
+                          "(letters, digits, '-' and '_'), such as stripe-webhook")
+        if len(set(webhooks)) != len(webhooks):
+            errors.append(f"webhook_functions names a function twice: {list(webhooks)}")
     timeout = params.get("timeout")
     if not isinstance(timeout, (int, float)) or timeout < 0:
         errors.append(f"timeout must be 0 or more seconds, got {timeout!r}")
@@ -801,6 +967,7 @@ def _with_defaults(params):
     merged.update({k: v for k, v in params.items() if v is not None})
     merged.setdefault("probes", list(PROBES))
     merged.setdefault("validate_certs", True)
+    merged.setdefault("webhook_functions", [])
     return merged
 
 
@@ -809,7 +976,7 @@ def run_probe(name, params, deadline, interval, request_timeout, clock=time.mono
 
     Returns ``(result dict, parsed document or None)``.
     """
-    fn = PROBE_FUNCTIONS[name]
+    fn = PROBE_FUNCTIONS[name] if name in PROBE_FUNCTIONS else make_webhook_probe(name)
     attempts = 0
     while True:
         attempts += 1
@@ -864,11 +1031,13 @@ def _result(name, outcome, attempts, latency, params):
             "code": "",
             "hops": "",
             "reason": "",
+            "function": "",
+            "webhook_path": "",
         }
         context.update(outcome.context)
         result.update(
             cause_id=outcome.cause,
-            cause=cause["heading"],
+            cause=cause["heading"].format(**context),
             explanation=redact(cause["explanation"].format(**context), secrets),
             runbook=cause["runbook"],
             next=[redact(cmd.format(**context), secrets) for cmd in cause["next"]],
@@ -916,7 +1085,9 @@ def run_probes(params, clock=time.monotonic, sleep=time.sleep):
     errors = validate(params)
     if errors:
         raise ValueError("; ".join(errors))
-    names = [n for n in PROBES if n in params["probes"]]
+    # the webhook probes come after the five, in the order given (a release without webhook functions keeps
+    # its count)
+    names = [n for n in PROBES if n in params["probes"]] + list(params["webhook_functions"])
     deadline = clock() + float(params["timeout"])
     interval, request_timeout = float(params["interval"]), float(params["request_timeout"])
     results, documents = {}, {}
@@ -931,9 +1102,9 @@ def run_probes(params, clock=time.monotonic, sleep=time.sleep):
     with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="paycraft_smoke") as pool:
         for future in [pool.submit(one, n) for n in names]:
             future.result()
-    summary = summarize(results)
+    summary = summarize(results, names)
     ok = all(r["ok"] for r in results.values())
-    message = "\n".join([summary, *failure_lines(results)])
+    message = "\n".join([summary, *failure_lines(results, names)])
     return {
         "ok": ok,
         "probes": results,

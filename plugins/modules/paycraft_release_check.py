@@ -177,6 +177,17 @@ kong_filled:
   description: Kong's declarative config with its C(/rest/v1/) route pointed at the collection's C(rest) service.
   returned: stage is check and gaps.rest.fill
   type: dict
+kong_config:
+  description: >-
+    The Kong declarative config the gateway should run (before the stack role's API-key check): O(yaml_files)'
+    kong file, with its C(/rest/v1/) route pointed at the collection's C(rest) service when that gap is filled.
+  returned: stage is check and the release has a Kong file
+  type: dict
+kong_target:
+  description: The compose service that reads the Kong file (C(service)) and its path in the container (C(path)).
+  returned: stage is check and a compose service sets KONG_DECLARATIVE_CONFIG
+  type: dict
+  sample: {service: kong, path: /home/kong/kong.yml}
 filled:
   description: One sentence per gap the stack role fills, naming the variable and its setting.
   returned: stage is check
@@ -276,6 +287,11 @@ def _check(module, run):
     }
     if gaps["rest"]["fill"] and kong is not None:
         result["kong_filled"] = release_check.kong_with_rest(kong)
+    if kong is not None:
+        result["kong_config"] = result.get("kong_filled", kong)
+    target = release_check.kong_mount_target(compose)
+    if target:
+        result["kong_target"] = target
     if p["remove_tree"]:
         shutil.rmtree(p["tree"], ignore_errors=True)
     if findings:

@@ -26,6 +26,15 @@ description:
     fails it at once with the runbook's "Postgres container exits during boot".
   - C(dashboard) sends C(HEAD {dashboard_url}) (C(GET) when HEAD is refused with 405), follows redirects and
     expects a 200 at the end, like C(curl -fsSIL).
+  - >-
+    One more probe per name in O(webhook_functions) (the release's C(supabase/functions/*-webhook) directories,
+    which the smoke role finds on the host). An unsigned C(POST {api_url}/functions/v1/<name>) with the body
+    C({}) and no C(apikey) or C(Authorization) header (Stripe and Razorpay send neither) must come back with the
+    function's own 400 JSON C({"error": ...}) (C(missing_signature)), which proves the gateway routes the URL the
+    provider calls to the function. 404 C({"message":"Function not found"}) (C(webhook_not_found)), Kong's
+    C(no Route matched) (C(webhook_no_route)), 401/403 (C(webhook_gateway_auth)), 502/503/504
+    (C(webhook_upstream_down)), another 5xx (C(webhook_function_error)) or any other answer, a 200 included
+    (C(webhook_unsigned_accepted)), fail it. These probes are counted after the five, named by the function.
   - Every failed probe names its likely cause, the runbook section that cause comes from (most are
     in Troubleshooting, section 7) and the next commands to run. The probes are read-only; the module
     never reports a change.
@@ -105,6 +114,16 @@ options:
     elements: str
     choices: [suite_config, gateway, auth, postgres, dashboard]
     default: [suite_config, gateway, auth, postgres, dashboard]
+  webhook_functions:
+    description:
+      - Names of the release's webhook functions (directories under C(supabase/functions), for example
+        C(stripe-webhook), C(razorpay-webhook)); each gets a probe of its own, named like the function.
+      - The path is O(config_path)'s directory plus the name (C(/functions/v1/stripe-webhook)).
+      - Empty (the default, and a release without webhook functions) adds no probe, so the count in the
+        summary stays that of O(probes).
+    type: list
+    elements: str
+    default: []
   timeout:
     description:
       - Seconds all probes together may take. Each probe retries until it passes or this deadline expires;
@@ -177,7 +196,14 @@ EXAMPLES = r"""
     probes: [suite_config, gateway, dashboard]
   register: smoke
 
+- name: Probe the release's webhook functions too (7 probes)
+  paycraft.selfhost.paycraft_smoke:
+    api_key_file: /etc/paycraft/smoke-user.json
+    env_file: /etc/paycraft/paycraft.env
+    webhook_functions: [stripe-webhook, razorpay-webhook]
+
 - name: Show the result
+
   ansible.builtin.debug:
     msg: "{{ smoke.summary }}"
 """
@@ -189,7 +215,7 @@ summary:
   type: str
   sample: "smoke: 5/5 probes passed (suite_config 35 ms, gateway 3 ms, auth 4 ms, postgres 9 ms, dashboard 12 ms)"
 probes:
-  description: One result per probe that ran, keyed by probe name.
+  description: One result per probe that ran, keyed by probe name (a webhook probe by its function's name).
   returned: always
   type: dict
   contains:
@@ -278,6 +304,7 @@ ARGUMENT_SPEC = {
     "db_password": {"type": "str", "no_log": True},
     "env_file": {"type": "path"},
     "probes": {"type": "list", "elements": "str", "choices": list(smoke.PROBES), "default": list(smoke.PROBES)},
+    "webhook_functions": {"type": "list", "elements": "str", "default": []},
     "timeout": {"type": "float", "default": smoke.DEFAULTS["timeout"]},
     "interval": {"type": "float", "default": smoke.DEFAULTS["interval"]},
     "request_timeout": {"type": "float", "default": smoke.DEFAULTS["request_timeout"]},

@@ -102,7 +102,9 @@ def live(tmp_path_factory):
         env_text = sh(host.name, "cat /etc/paycraft/paycraft.env").stdout
         anon = re.search(r"^PAYCRAFT_ANON_KEY=(.*)$", env_text, re.M).group(1).strip().strip('"')
         api = host.url(54321)
-        wait_http(f"{api}/auth/v1/health", ok=lambda r: r.status == 200, timeout=120, what="auth")
+        # the gateway checks the apikey on /auth/v1/ (paycraft_stack_key_check)
+        wait_http(f"{api}/auth/v1/health", ok=lambda r: r.status == 200, timeout=120, what="auth",
+                  headers={"apikey": anon})
         yield {"host": host, "name": host.name, "play": play, "api": api, "anon": anon, "root": root}
 
 

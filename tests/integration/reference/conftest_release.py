@@ -48,6 +48,7 @@ PROJECT = "selfhost"
 API_PORT, DB_PORT, DASHBOARD_PORT = 54321, 54322, 3000
 MIGRATIONS_V1_0_0 = 15
 MIGRATIONS_V1_1_0 = 19
+MIGRATIONS_V1_1_4 = 21  # v1.1.0 + 070_webhook_secrets, 071_webhook_events
 
 
 def run(cmd, cwd=None, env=None, check=True, timeout=600, stdin=None) -> subprocess.CompletedProcess:
@@ -251,12 +252,12 @@ def http(method: str, url: str, body=None, headers=None, timeout=15.0) -> Respon
     return Response(status, {k.lower(): v for k, v in rh.items()}, raw, parsed)
 
 
-def wait_http(url: str, ok=lambda r: r.status < 500, timeout=120.0, what=None) -> Response:
+def wait_http(url: str, ok=lambda r: r.status < 500, timeout=120.0, what=None, headers=None) -> Response:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         try:
-            last = http("GET", url, timeout=5)
+            last = http("GET", url, timeout=5, headers=headers)
             if ok(last):
                 return last
         except OSError as exc:

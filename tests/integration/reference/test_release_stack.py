@@ -16,10 +16,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from conftest_release import (  # noqa: F401 - fixtures
     CONTAINERS,
     MIGRATIONS_V1_0_0,
     MIGRATIONS_V1_1_0,
+    MIGRATIONS_V1_1_4,
     checkout,
     clone_release,
     compose,
@@ -65,7 +70,7 @@ def test_release_is_deterministic_and_idempotent(origin, tmp_path):
     assert refs(other) == refs(origin), "two generations gave different commit ids"
     tags = run(["git", "tag", "-l"], cwd=origin).stdout.split()
     assert tags == ["v1.0.0", "v1.1.0", "v1.1.1-broken-migration", "v1.1.2-broken-function",
-                    "v1.1.3-auth-image", "v1.2.0-upstream-shape"]
+                    "v1.1.3-auth-image", "v1.1.4-webhooks", "v1.2.0-upstream-shape"]
     for tag in tags:
         assert run(["git", "cat-file", "-t", tag], cwd=origin).stdout.strip() == "tag", f"{tag} is not annotated"
     head_before = (origin / ".git" / "HEAD").stat().st_mtime_ns
@@ -293,6 +298,57 @@ def test_upgrade_to_v1_1_0_backfills_and_v1_1_1_fails_part_way(origin, tmp_path,
     assert "apply 060" not in again.stdout
 
 
+@pytest.mark.postgres
+def test_v1_1_4_webhook_secrets_rls_and_rpcs(origin, tmp_path, supa_db):
+    import psycopg2
+
+    clone = clone_release(origin, tmp_path / "paycraft", "v1.1.4-webhooks")
+    up = migrations_bootstrap(clone / "infra" / "selfhost", supa_db)
+    assert summary(up.stdout) == (MIGRATIONS_V1_1_4, 0)
+    conn = connect(supa_db)
+    alice, bob = new_user(conn, "alice@hooks.test"), new_user(conn, "bob@hooks.test")
+    as_alice = {"role": "authenticated", "claims": {"sub": str(alice), "role": "authenticated"}}
+    as_bob = {"role": "authenticated", "claims": {"sub": str(bob), "role": "authenticated"}}
+    tenant = query(conn, "SELECT tenant_id FROM tenant_members WHERE user_id = %s", (alice,))[0][0]
+    bob_tenant = query(conn, "SELECT tenant_id FROM tenant_members WHERE user_id = %s", (bob,))[0][0]
+
+    # the owner writes its tenant's secret (what POST /rest/v1/webhook_secrets does) ...
+    query(conn, "INSERT INTO webhook_secrets (tenant_id, provider, secret) VALUES (%s, 'stripe', %s)",
+          (tenant, "whsec_" + "a" * 32), **as_alice)
+    # ... sees that it is set, never its value; another tenant's owner and anon can do neither
+    assert query(conn, "SELECT provider, enabled FROM webhook_secrets", **as_alice) == [("stripe", True)]
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        query(conn, "SELECT secret FROM webhook_secrets", **as_alice)
+    assert query(conn, "SELECT provider FROM webhook_secrets", **as_bob) == []
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security"):
+        query(conn, "INSERT INTO webhook_secrets (tenant_id, provider, secret) VALUES (%s, 'razorpay', %s)",
+              (tenant, "b" * 32), **as_bob)
+    for sql in ("SELECT provider FROM webhook_secrets", "SELECT * FROM webhook_events"):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            query(conn, sql, role="anon")
+    query(conn, "INSERT INTO webhook_secrets (tenant_id, provider, secret) VALUES (%s, 'stripe', %s)",
+          (bob_tenant, "whsec_" + "b" * 32), **as_bob)
+    query(conn, "UPDATE webhook_secrets SET enabled = false WHERE provider = 'stripe'", **as_bob)
+
+    # the functions' RPCs: service_role only; every enabled secret of a provider, or one tenant's
+    rows = query(conn, "SELECT tenant_id, secret FROM webhook_secrets_for('stripe')", role="service_role")
+    assert rows == [(tenant, "whsec_" + "a" * 32)]
+    assert query(conn, "SELECT count(*) FROM webhook_secrets_for('stripe', %s)", (bob_tenant,),
+                 role="service_role") == [(0,)]
+    for role in ("anon", "authenticated"):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            query(conn, "SELECT * FROM webhook_secrets_for('stripe')", role=role)
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            query(conn, "SELECT record_webhook_event(%s, 'stripe', 'evt_1')", (tenant,), role=role)
+    first = query(conn, "SELECT record_webhook_event(%s, 'stripe', 'evt_1', 'invoice.paid')", (tenant,),
+                  role="service_role")[0][0]
+    again = query(conn, "SELECT record_webhook_event(%s, 'stripe', 'evt_1', 'invoice.paid')", (tenant,),
+                  role="service_role")[0][0]
+    assert (first, again) == ({"recorded": True, "duplicate": False}, {"recorded": False, "duplicate": True})
+    assert query(conn, "SELECT event_id, event_type FROM webhook_events", **as_alice) == [("evt_1", "invoice.paid")]
+    assert query(conn, "SELECT event_id FROM webhook_events", **as_bob) == []
+
+
 # --- the runbook by hand on Docker (v1.0.0) ---------------------------------
 
 
@@ -476,3 +532,127 @@ def test_later_tags_on_the_running_stack(stack):
     compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
     r = config_for(api, key, lambda r: r.status == 200)
     assert "paywall" not in r.json_body and "paywall" in r.json_body["ui"]
+
+
+# --- v1.1.4: the webhook functions on the same stack (runs after the later tags) ---
+
+
+def post_raw(url: str, raw: bytes, headers=None, method="POST"):
+    """A request with exactly these body bytes (the signatures cover the raw body)."""
+    req = urllib.request.Request(url, data=raw if method == "POST" else None, method=method,  # noqa: S310
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - local test URLs
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, body = err.code, err.read()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode("utf-8", "replace")
+
+
+def stripe_header(secret: str, raw: bytes, t: int | None = None, extra: str = "") -> str:
+    t = int(time.time()) if t is None else t
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    return f"t={t},{extra}v1={sig}"
+
+
+@pytest.mark.docker
+def test_v1_1_4_webhooks_on_the_running_stack(stack):
+    api = stack["api"]
+    selfhost = stack["selfhost"]
+    clone = selfhost.parent.parent
+    anon = stack["env"]["PAYCRAFT_ANON_KEY"]
+
+    # the collection's smoke probe on the release before (v1.1.2): the route has no function behind it
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
+
+    probe = {"api_url": api, "probes": ["gateway"], "webhook_functions": ["stripe-webhook", "razorpay-webhook"],
+             "timeout": 0, "request_timeout": 10.0}
+    before = smoke.run_probes(probe)
+    assert before["summary"].startswith("smoke: 1/3 probes passed"), before["message"]
+    assert before["probes"]["stripe-webhook"]["cause_id"] == "webhook_not_found"
+
+    checkout(clone, "v1.1.4-webhooks")
+    boot = migrations_bootstrap(selfhost, host=stack["host"])
+    assert re.findall(r"^apply (\S+)$", boot.stdout, re.M) == ["070_webhook_secrets", "071_webhook_events"]
+    assert summary(boot.stdout) == (MIGRATIONS_V1_1_4 - MIGRATIONS_V1_1_0, MIGRATIONS_V1_1_0)
+    compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
+    stripe_url, razorpay_url = f"{api}/functions/v1/stripe-webhook", f"{api}/functions/v1/razorpay-webhook"
+    r = wait_http(stripe_url, ok=lambda r: r.status == 405, timeout=120, what="stripe-webhook (GET -> 405)")
+    assert r.json_body["error"] == "method_not_allowed"
+
+    # two tenants, each with its own Stripe secret; the first also with a Razorpay one (set by the owner)
+    secrets = {}
+    for who in ("first", "second"):
+        session = signup(api, f"hooks-{who}-{uuid.uuid4().hex[:8]}@acme.test", "webhook password", anon)
+        auth = {"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}
+        tenant = http("GET", f"{api}/rest/v1/tenant_members?select=tenant_id", headers=auth).json_body[0]["tenant_id"]
+        secrets[who] = {"tenant": tenant, "auth": auth, "stripe": "whsec_" + uuid.uuid4().hex,
+                        "razorpay": uuid.uuid4().hex}
+        rows = [{"tenant_id": tenant, "provider": "stripe", "secret": secrets[who]["stripe"]}]
+        if who == "first":
+            rows.append({"tenant_id": tenant, "provider": "razorpay", "secret": secrets[who]["razorpay"]})
+        w = http("POST", f"{api}/rest/v1/webhook_secrets", rows, headers=auth)
+        assert w.status == 201, w.text
+    first = secrets["first"]
+    assert http("GET", f"{api}/rest/v1/webhook_secrets?select=secret", headers=first["auth"]).status in (401, 403)
+    listed = http("GET", f"{api}/rest/v1/webhook_secrets?select=provider&order=provider", headers=first["auth"])
+    assert listed.json_body == [{"provider": "razorpay"}, {"provider": "stripe"}]
+
+    event_id = f"evt_{uuid.uuid4().hex[:16]}"
+    raw = json.dumps({"id": event_id, "type": "invoice.paid", "object": "event"}).encode()
+    # what the smoke probe sends: an unsigned POST, no apikey -> the function's own 400
+    for url in (stripe_url, razorpay_url):
+        status, body = post_raw(url, b"{}")
+        assert status == 400 and body["error"] == "missing_signature", (url, status, body)
+    assert post_raw(stripe_url, raw, {"Stripe-Signature": "garbage"})[1]["error"] == "invalid_signature"
+    bad = stripe_header("whsec_" + "0" * 32, raw)
+    assert post_raw(stripe_url, raw, {"Stripe-Signature": bad})[1]["error"] == "invalid_signature"
+    stale = stripe_header(first["stripe"], raw, t=int(time.time()) - 600)
+    status, body = post_raw(stripe_url, raw, {"Stripe-Signature": stale})
+    assert (status, body["error"]) == (400, "timestamp_out_of_tolerance")
+    # a body changed after signing
+    good = stripe_header(first["stripe"], raw)
+    assert post_raw(stripe_url, raw + b" ", {"Stripe-Signature": good})[1]["error"] == "invalid_signature"
+
+    status, body = post_raw(stripe_url, raw, {"Stripe-Signature": good})
+    assert status == 200, body
+    assert body == {"received": True, "provider": "stripe", "event_id": event_id, "type": "invoice.paid",
+                    "duplicate": False}
+    assert post_raw(stripe_url, raw, {"Stripe-Signature": good})[1]["duplicate"] is True
+    # the second tenant's secret, with a stale v1= from a rolled secret first; narrowed by ?tenant= too
+    other = json.dumps({"id": event_id, "type": "charge.succeeded"}).encode()
+    rolled = stripe_header(secrets["second"]["stripe"], other, extra="v1=" + "ab" * 32 + ",")
+    assert post_raw(stripe_url, other, {"Stripe-Signature": rolled}) == (200, {
+        "received": True, "provider": "stripe", "event_id": event_id, "type": "charge.succeeded",
+        "duplicate": False})
+    wrong_tenant = post_raw(f"{stripe_url}?tenant={secrets['second']['tenant']}", raw, {"Stripe-Signature": good})
+    assert wrong_tenant[0] == 400 and wrong_tenant[1]["error"] == "invalid_signature"
+
+    payment = json.dumps({"entity": "event", "event": "payment.captured", "payload": {}}).encode()
+    signature = hmac.new(first["razorpay"].encode(), payment, hashlib.sha256).hexdigest()
+    status, body = post_raw(razorpay_url, payment, {"X-Razorpay-Signature": "0" * 64})
+    assert (status, body["error"]) == (400, "invalid_signature")
+    status, body = post_raw(razorpay_url, payment, {"X-Razorpay-Signature": signature,
+                                                   "X-Razorpay-Event-Id": "rzp_evt_1"})
+    assert status == 200, body
+    assert body["received"] is True and body["event_id"] == "rzp_evt_1" and body["type"] == "payment.captured"
+
+    # each tenant sees its own deliveries
+    seen = http("GET", f"{api}/rest/v1/webhook_events?select=provider,event_id,event_type&order=provider",
+                headers=first["auth"]).json_body
+    assert seen == [{"provider": "razorpay", "event_id": "rzp_evt_1", "event_type": "payment.captured"},
+                    {"provider": "stripe", "event_id": event_id, "event_type": "invoice.paid"}]
+    seen = http("GET", f"{api}/rest/v1/webhook_events?select=event_type", headers=secrets["second"]["auth"])
+    assert seen.json_body == [{"event_type": "charge.succeeded"}]
+    # the collection's smoke probe passes on the real functions, without an apikey
+    after = smoke.run_probes(probe)
+    assert after["ok"] and after["summary"].startswith("smoke: 3/3 probes passed"), after["message"]
+    assert after["probes"]["razorpay-webhook"]["detail"] == (
+        "HTTP 400 missing_signature (the function refuses an unsigned POST)")
+    # no secret in the edge runtime's log
+    log = logs(stack["host"], CONTAINERS["edge-runtime"])
+    for who in secrets.values():
+        assert who["stripe"] not in log and who["razorpay"] not in log

@@ -29,6 +29,10 @@ AUTH_HEALTH_PATH = "/auth/v1/health"
 GOTRUE_HEALTH = {"version": "v2.151.0", "name": "GoTrue",
                  "description": "GoTrue is a user registration and authentication API"}
 KONG_BAD_GATEWAY = {"message": "An invalid response was received from the upstream server"}
+# The webhook functions of the reference release's v1.1.4-webhooks, and the header each one checks.
+WEBHOOK_FUNCTIONS = ("stripe-webhook", "razorpay-webhook")
+WEBHOOK_SIGNATURE_HEADERS = {"stripe-webhook": "Stripe-Signature", "razorpay-webhook": "X-Razorpay-Signature"}
+FUNCTIONS_PREFIX = "/functions/v1/"
 
 
 class Stack(BaseHTTPRequestHandler):
@@ -77,6 +81,30 @@ class Stack(BaseHTTPRequestHandler):
 
     def root(self):
         return self._send(404, {"message": "no Route matched with those values"}, headers={"Server": "kong/3.7.1"})
+
+    # POST: the webhook functions of v1.1.4-webhooks behind Kong's functions-v1 route (no apikey needed)
+    webhook_functions = WEBHOOK_FUNCTIONS
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        self.server.seen.append({"path": url.path, "method": "POST", "query": urllib.parse.parse_qs(url.query),
+                                 "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+        if not url.path.startswith(FUNCTIONS_PREFIX):
+            return self._send(404, {"message": "no Route matched with those values"})
+        return self.function_post(url.path.removeprefix(FUNCTIONS_PREFIX))
+
+    def function_post(self, name):
+        if name not in self.webhook_functions:
+            return self._send(404, {"message": "Function not found"})
+        return self.webhook(name)
+
+    def webhook(self, name):
+        header = WEBHOOK_SIGNATURE_HEADERS.get(name, "X-Signature")
+        if not self.headers.get(header):
+            return self._send(400, {"error": "missing_signature", "message": f"no {header} header"})
+        return self._send(400, {"error": "invalid_signature"})
 
     def auth_health(self):
         return self._send(200, GOTRUE_HEALTH)
@@ -128,6 +156,16 @@ class AuthDown(Stack):
         return self._send(502, KONG_BAD_GATEWAY)
 
 
+class AuthKeyRefused(Stack):
+    """Kong's key-auth on /auth/v1/ (paycraft_stack_key_check) with another anon key than the one sent."""
+
+    def version_string(self):  # the one Server header, as Kong sends it
+        return "kong/3.7.1"
+
+    def auth_health(self):
+        return self._send(401, {"message": "Unauthorized"}, headers={"WWW-Authenticate": 'Key realm="kong"'})
+
+
 class AuthNotGoTrue(Stack):
     """/auth/v1/ routed to something that is not GoTrue."""
 
@@ -162,6 +200,36 @@ class WrongTypes(Stack):
 class NotJson(Stack):
     def config(self, api_key):
         return self._send(200, b"<html>hello</html>", "text/html")
+
+
+class WebhooksNotDeployed(Stack):
+    """The edge runtime serves no webhook function (a checkout without them, or a wrong functions mount)."""
+
+    webhook_functions = ()
+
+
+class WebhookNoRoute(Stack):
+    def function_post(self, name):
+        return self._send(404, {"message": "no Route matched with those values"})
+
+
+class WebhookKeyAuth(Stack):
+    """key-auth on Kong's functions-v1 route: a POST without an apikey never reaches the function."""
+
+    def function_post(self, name):
+        if "apikey" not in self.headers:
+            return self._send(401, {"message": "No API key found in request"})
+        return super().function_post(name)
+
+
+class WebhookBadGateway(Stack):
+    def function_post(self, name):
+        return self._send(502, KONG_BAD_GATEWAY)
+
+
+class WebhookAcceptsUnsigned(Stack):
+    def webhook(self, name):
+        return self._send(200, {"received": True})
 
 
 class Dashboard(BaseHTTPRequestHandler):
@@ -300,6 +368,8 @@ class TenantStack(Stack):
 
     def do_POST(self):
         url = urllib.parse.urlsplit(self.path)
+        if url.path.startswith(FUNCTIONS_PREFIX):
+            return super().do_POST()
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         db = self.server.db

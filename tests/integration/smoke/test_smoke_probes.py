@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -15,6 +16,7 @@ from smoke_servers import (
     SUITE_CONFIG,
     AllBadGateway,
     AuthDown,
+    AuthKeyRefused,
     AuthNotGoTrue,
     BadGateway,
     Dashboard,
@@ -30,6 +32,11 @@ from smoke_servers import (
     RootBadGateway,
     ServiceRoleRejected,
     Stack,
+    WebhookAcceptsUnsigned,
+    WebhookBadGateway,
+    WebhookKeyAuth,
+    WebhookNoRoute,
+    WebhooksNotDeployed,
     WrongTypes,
 )
 
@@ -308,6 +315,14 @@ def test_auth_down_behind_kong_fails_auth(http_server):
     assert probe["next"] == ["docker compose ps auth", "docker logs paycraft_auth --tail 100"]
 
 
+def test_auth_key_refused_by_the_gateway_names_the_kong_file(http_server):
+    probe = only("auth", api_url=http_server(AuthKeyRefused).url, anon_key=ANON_KEY, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 401
+    assert probe["cause_id"] == "gateway_key_refused"
+    assert probe["next"][0].startswith("ansible-playbook playbooks/site.yml --tags stack")
+    assert ANON_KEY not in json.dumps(probe)
+
+
 def test_auth_route_that_is_not_gotrue_fails_auth(http_server):
     probe = only("auth", api_url=http_server(AuthNotGoTrue).url, timeout=0.3)
     assert not probe["ok"] and probe["cause_id"] == "auth_error"
@@ -459,3 +474,65 @@ def test_https_self_signed_fails_verification_unless_validate_certs_false(http_s
 
     accepted = only("dashboard", dashboard_url=url, validate_certs=False)
     assert accepted["ok"] and accepted["status"] == 200
+
+
+# ------------------------------------------------------------ webhook functions
+WEBHOOKS = ["stripe-webhook", "razorpay-webhook"]
+
+
+def test_webhook_routes_reach_their_functions(http_server):
+    gateway = http_server(Stack)
+    result = run(api_url=gateway.url, anon_key=ANON_KEY, probes=["gateway"], webhook_functions=WEBHOOKS)
+    assert result["ok"], result["message"]
+    assert result["summary"].startswith("smoke: 3/3 probes passed (gateway ")
+    assert ", stripe-webhook " in result["summary"] and ", razorpay-webhook " in result["summary"]
+    for name in WEBHOOKS:
+        assert result["probes"][name]["status"] == 400
+        assert result["probes"][name]["detail"] == "HTTP 400 missing_signature (the function refuses an unsigned POST)"
+    posts = [s for s in gateway.seen if s.get("method") == "POST"]
+    assert sorted(s["path"] for s in posts) == ["/functions/v1/razorpay-webhook", "/functions/v1/stripe-webhook"]
+    # as a provider: no apikey, no bearer, no signature
+    for s in posts:
+        assert not {"apikey", "authorization", "stripe-signature", "x-razorpay-signature"} & set(s["headers"])
+        assert s["body"] == b"{}"
+
+
+def test_webhook_probes_follow_a_sub_path(http_server):
+    class SubPath(Stack):
+        def do_POST(self):
+            self.path = self.path.removeprefix("/paycraft")
+            return super().do_POST()
+
+    gateway = http_server(SubPath)
+    result = run(api_url=gateway.url, probes=["gateway"], webhook_functions=["stripe-webhook"],
+                 config_path="/paycraft/functions/v1/config")
+    assert result["probes"]["stripe-webhook"]["ok"], result["message"]
+
+
+@pytest.mark.parametrize(
+    ("handler", "cause_id", "heading", "status"),
+    [
+        (WebhooksNotDeployed, "webhook_not_found", "The edge runtime has no stripe-webhook function to serve", 404),
+        (WebhookNoRoute, "webhook_no_route", "The gateway has no route for the stripe-webhook function", 404),
+        (WebhookKeyAuth, "webhook_gateway_auth",
+         "An unsigned POST to stripe-webhook was refused before it reached the function (HTTP 401)", 401),
+        (WebhookBadGateway, "webhook_upstream_down",
+         "The edge runtime behind /functions/v1/stripe-webhook does not answer", 502),
+        (WebhookAcceptsUnsigned, "webhook_unsigned_accepted", "The stripe-webhook function accepts an unsigned "
+         "delivery", 200),
+    ],
+)
+def test_a_webhook_route_that_does_not_reach_its_function_fails_its_probe(http_server, handler, cause_id, heading,
+                                                                          status):
+    gateway = http_server(handler)
+    result = run(api_url=gateway.url, anon_key=ANON_KEY, probes=["gateway"], webhook_functions=["stripe-webhook"],
+                 timeout=0.3)
+    assert not result["ok"]
+    assert result["summary"].startswith("smoke: 1/2 probes passed (gateway ")
+    probe = result["probes"]["stripe-webhook"]
+    assert (probe["cause_id"], probe["cause"], probe["status"]) == (cause_id, heading, status)
+    assert f"{gateway.url}/functions/v1/stripe-webhook" in probe["explanation"] or cause_id == "webhook_upstream_down"
+    line = [x for x in result["message"].splitlines() if x.startswith("stripe-webhook: ")]
+    assert line and f"likely cause: {heading}" in line[0] and "Next: " in line[0], result["message"]
+    # the gateway's own anon key never goes to the webhook route
+    assert all("apikey" not in s["headers"] for s in gateway.seen if s.get("method") == "POST")

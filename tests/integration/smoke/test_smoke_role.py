@@ -28,12 +28,16 @@ def stack(http_server):
     return gateway
 
 
-def run_role(tmp_path, gateway, dashboard, pg, **extra):
+def run_role(tmp_path, gateway, dashboard, pg, functions=("config", "main"), **extra):
+    """Run the role; ``functions`` are the directories of the checkout's supabase/functions."""
+    for name in functions:
+        (tmp_path / "src" / "supabase" / "functions" / name).mkdir(parents=True, exist_ok=True)
     env_file = tmp_path / "paycraft.env"
     env_file.write_text(f"PAYCRAFT_DB_PASSWORD={pg.password}\n")
     env_file.chmod(0o600)
     role_vars = {
         "paycraft_config_dir": str(tmp_path),
+        "paycraft_source_dest": str(tmp_path / "src"),
         "paycraft_env_file": str(env_file),
         "paycraft_smoke_credentials_file": str(tmp_path / "smoke-user.json"),
         "paycraft_smoke_api_url": gateway.url,
@@ -110,3 +114,20 @@ def test_the_role_refuses_a_probe_set_without_suite_config(tmp_path, stack, http
     assert rc != 0
     assert "it must include\nsuite_config" in output or "it must include suite_config" in output
     assert stack.server.seen == []
+
+
+@pytest.mark.postgres
+def test_a_release_with_webhook_functions_gets_a_probe_for_each(tmp_path, stack, http_server, pg):
+    dashboard = http_server(Dashboard)
+    rc, output = run_role(tmp_path, stack, dashboard, pg,
+                          functions=("config", "main", "stripe-webhook", "razorpay-webhook"))
+    assert rc == 0, output[-4000:]
+    assert "smoke: 7/7 probes passed" in output
+    assert ", razorpay-webhook " in output and ", stripe-webhook " in output
+    posts = sorted(s["path"] for s in stack.seen if s.get("method") == "POST" and "/functions/v1/" in s["path"])
+    assert posts == ["/functions/v1/razorpay-webhook", "/functions/v1/stripe-webhook"]
+    # turned off: the five only
+    rc, output = run_role(tmp_path, stack, dashboard, pg, paycraft_smoke_webhooks=False,
+                          paycraft_smoke_use_saved_key=True)
+    assert rc == 0, output[-4000:]
+    assert "smoke: 5/5 probes passed" in output

@@ -82,7 +82,7 @@ def test_rest_error_names_the_postgrest_code():
 
 def test_final_causes_are_the_ones_waiting_cannot_change():
     assert {"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
-            "postgres_login_failed"} == set(smoke.FINAL_CAUSES)
+            "postgres_login_failed", "webhook_gateway_auth", "webhook_unsigned_accepted"} == set(smoke.FINAL_CAUSES)
     assert smoke.Outcome(False, 401, "x", "key_mismatch").final
     assert not smoke.Outcome(False, 502, "x", "upstream_down").final
 
@@ -92,7 +92,7 @@ CONTEXT = {
     "api_url": "http://127.0.0.1:54321", "gateway_port": 54321, "config_path": "/functions/v1/config",
     "db_host": "127.0.0.1", "db_port": 54322, "dashboard_url": "http://127.0.0.1:3000", "missing": "m",
     "status": 502, "url": "u", "code": "", "auth_path": "/auth/v1/health", "db_user": "postgres",
-    "hops": "", "reason": "r",
+    "hops": "", "reason": "r", "function": "stripe-webhook", "webhook_path": "/functions/v1/stripe-webhook",
 }
 
 
@@ -101,6 +101,8 @@ def test_every_cause_is_complete_and_formats(cause_id):
     cause = smoke.CAUSES[cause_id]
     assert set(cause) == {"runbook", "heading", "explanation", "next"}
     assert cause["heading"] and cause["next"]
+    assert {f for _, f, _, _ in string.Formatter().parse(cause["heading"]) if f} <= set(CONTEXT)
+    cause["heading"].format(**CONTEXT)
     fields = {f for _, f, _, _ in string.Formatter().parse(cause["explanation"]) if f}
     assert fields <= set(CONTEXT)
     cause["explanation"].format(**CONTEXT)
@@ -109,9 +111,10 @@ def test_every_cause_is_complete_and_formats(cause_id):
 
 
 # The release layout the commands run in (paths relative to infra/selfhost), as the repository's
-# reference release holds it.
+# reference release holds it (the webhook functions, which CONTEXT names, come with v1.1.4-webhooks).
 RELEASE = REPO / "reference" / "release" / "base"
 SELFHOST = RELEASE / "infra" / "selfhost"
+WEBHOOKS_RELEASE = REPO / "reference" / "release" / "v1.1.4-webhooks" / "files"
 RUNBOOK_REF = re.compile(r"^runbook section (?P<section>[1-9]), '[^']+'( and '[^']+')*$")
 # Runbook sections the table may name: 5 SDK wiring, 6 Smoke test, 7 Troubleshooting.
 SECTIONS = {"5", "6", "7"}
@@ -162,8 +165,10 @@ def test_paths_in_the_commands_exist_in_the_release():
         for token in re.split(r"[\s()&;']+", command):
             if token.startswith(("../", "./")) or token in ("kong.yml", "docker-compose.yaml"):
                 paths.add(token)
-    assert {"../../supabase/functions/config", "../../dashboard", "kong.yml"} <= paths
-    assert sorted(p for p in paths if not (SELFHOST / p).exists()) == []
+    assert {"../../supabase/functions/config", "../../dashboard", "kong.yml",
+            "../../supabase/functions/stripe-webhook"} <= paths
+    assert sorted(p for p in paths if not (SELFHOST / p).exists() and not (
+        p.startswith("../../") and (WEBHOOKS_RELEASE / p.removeprefix("../../")).exists())) == []
 
 
 def test_variables_in_the_commands_are_role_variables():
@@ -255,6 +260,11 @@ def test_defaults_validate():
         ({"request_timeout": 0}, "request_timeout must be a positive number"),
         ({"db_port": 70000}, "db_port must be a TCP port"),
         ({"probes": ["gateway", "kong"]}, "unknown probes ['kong']"),
+        ({"webhook_functions": ["stripe webhook"]}, "webhook_functions ['stripe webhook']: each must be the name"),
+        ({"webhook_functions": ["../config"]}, "webhook_functions ['../config']"),
+        ({"webhook_functions": ["gateway"]}, "webhook_functions ['gateway']"),
+        ({"webhook_functions": ["a-webhook", "a-webhook"]}, "names a function twice"),
+        ({"webhook_functions": "stripe-webhook"}, "webhook_functions must be a list"),
     ],
 )
 def test_bad_parameters_are_named(over, needle):
@@ -428,3 +438,78 @@ def test_read_api_key_file(tmp_path):
     f.write_text("not json")
     with pytest.raises(ValueError):
         smoke.read_api_key_file(str(f))
+
+
+# ------------------------------------------------------------ webhook probes
+@pytest.mark.parametrize(
+    ("status", "body", "passed", "cause"),
+    [
+        (400, '{"error":"missing_signature","message":"no Stripe-Signature header"}', True, None),
+        (400, '{"error":"invalid_signature"}', True, None),
+        (404, '{"message":"Function not found"}', False, "webhook_not_found"),
+        (404, '{"message":"no Route matched with those values"}', False, "webhook_no_route"),
+        (401, '{"message":"No API key found in request"}', False, "webhook_gateway_auth"),
+        (401, '{"msg":"Invalid JWT"}', False, "webhook_gateway_auth"),
+        (403, "forbidden", False, "webhook_gateway_auth"),
+        (502, '{"message":"An invalid response was received from the upstream server"}', False,
+         "webhook_upstream_down"),
+        (503, "", False, "webhook_upstream_down"),
+        (500, '{"msg":"boot error"}', False, "webhook_function_error"),
+        (200, '{"received":true}', False, "webhook_unsigned_accepted"),
+        (400, '{"msg":"missing function name in request"}', False, "webhook_unsigned_accepted"),
+        (400, "<html>bad request</html>", False, "webhook_unsigned_accepted"),
+        (405, '{"error":"method_not_allowed"}', False, "webhook_unsigned_accepted"),
+    ],
+)
+def test_webhook_answers_are_classified(status, body, passed, cause):
+    got_passed, got_cause, error = smoke.classify_webhook_answer(status, body)
+    assert (got_passed, got_cause) == (passed, cause)
+    assert (error is not None) == passed
+
+
+def test_webhook_path_follows_the_config_path():
+    assert smoke.webhook_path("/functions/v1/config", "stripe-webhook") == "/functions/v1/stripe-webhook"
+    assert smoke.webhook_path("/paycraft/functions/v1/config", "razorpay-webhook") == (
+        "/paycraft/functions/v1/razorpay-webhook")
+
+
+def test_webhook_failures_name_the_function_and_its_url():
+    params = smoke._with_defaults({"webhook_functions": ["razorpay-webhook"]})
+    outcome = smoke.Outcome(False, 404, 'HTTP 404 {"message":"Function not found"}', "webhook_not_found",
+                            {"function": "razorpay-webhook", "webhook_path": "/functions/v1/razorpay-webhook"})
+    result, _ = smoke._result("razorpay-webhook", outcome, 3, 1.0, params)
+    assert result["cause"] == "The edge runtime has no razorpay-webhook function to serve"
+    assert "http://127.0.0.1:54321/functions/v1/razorpay-webhook" in result["explanation"]
+    assert result["next"][0] == "ls ../../supabase/functions/razorpay-webhook"
+
+
+def test_webhook_probes_are_counted_after_the_five(monkeypatch):
+    seen = []
+
+    def fake_http(url, method="GET", headers=None, timeout=5.0, validate_certs=True, data=None, ca_file=None):
+        seen.append((method, url, dict(headers or {}), data))
+        if url.endswith("/razorpay-webhook"):
+            return smoke.HttpAnswer(404, b'{"message":"Function not found"}', {})
+        return smoke.HttpAnswer(400, b'{"error":"missing_signature"}', {})
+
+    monkeypatch.setattr(smoke, "http_request", fake_http)
+    result = smoke.run_probes({"probes": ["gateway"], "webhook_functions": ["stripe-webhook", "razorpay-webhook"],
+                               "timeout": 0, "anon_key": "eyJanon"})
+    assert result["summary"].startswith(
+        "smoke: 1/3 probes passed (gateway FAILED after 1 attempt, stripe-webhook ")
+    assert result["summary"].endswith(", razorpay-webhook FAILED after 1 attempt)")
+    assert result["probes"]["stripe-webhook"]["detail"] == (
+        "HTTP 400 missing_signature (the function refuses an unsigned POST)")
+    assert result["probes"]["razorpay-webhook"]["cause_id"] == "webhook_not_found"
+    assert "razorpay-webhook: HTTP 404" in result["message"]
+    posts = [s for s in seen if s[0] == "POST"]
+    assert sorted(u for _, u, _, _ in posts) == ["http://127.0.0.1:54321/functions/v1/razorpay-webhook",
+                                                  "http://127.0.0.1:54321/functions/v1/stripe-webhook"]
+    # the providers send no apikey, so neither does the probe
+    assert all("apikey" not in h and "Authorization" not in h and d == b"{}" for _, _, h, d in posts)
+
+
+def test_without_webhook_functions_the_count_is_unchanged(monkeypatch):
+    monkeypatch.setattr(smoke, "http_request", lambda *a, **k: smoke.HttpAnswer(404, b"no Route matched", {}))
+    result = smoke.run_probes({"probes": ["gateway"], "timeout": 0})
+    assert result["summary"].startswith("smoke: 1/1 probes passed (gateway ")

@@ -90,3 +90,22 @@ def test_the_postgres_password_comes_from_the_env_file(capsys, tmp_path):
     code, result = _run({"probes": ["postgres"], "db_port": port, "timeout": 0,
                          "env_file": str(tmp_path / "missing.env")}, capsys)
     assert code == 1 and "cannot read the database password from" in result["msg"]
+
+
+def test_webhook_functions_are_probed_and_counted_after_the_probes(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, result = _run({"probes": ["gateway"], "api_url": f"http://127.0.0.1:{port}", "timeout": 0,
+                         "request_timeout": 1, "webhook_functions": ["stripe-webhook"]}, capsys)
+    assert code == 1
+    assert result["msg"].splitlines()[0] == (
+        "smoke: 0/2 probes passed (gateway FAILED after 1 attempt, stripe-webhook FAILED after 1 attempt)")
+    assert result["probes"]["stripe-webhook"]["cause_id"] == "gateway_down"
+
+
+def test_a_bad_webhook_function_name_is_a_clear_error(capsys):
+    code, result = _run({"probes": ["gateway"], "webhook_functions": ["../config"]}, capsys)
+    assert code == 1
+    assert "webhook_functions ['../config']: each must be the name of a directory under supabase/functions" in (
+        result["msg"])

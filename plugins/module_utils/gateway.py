@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# Copyright: paycraft.selfhost maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The collection's own Kong declarative file: the release's routes plus Supabase's API-key check.
+
+Pure Python (no Ansible import, no PyYAML on the managed host): used by the paycraft_gateway_config
+module and unit tested directly.
+
+PayCraft's ``kong.yml`` routes ``/rest/v1/`` and ``/auth/v1/`` with no key check, so a request with no
+``apikey`` at all reaches PostgREST as ``anon``. Supabase's own ``kong.yml`` puts ``key-auth`` and ``acl``
+on these routes, with two consumers: ``anon`` (group ``anon``) holding the anon key and ``service_role``
+(group ``admin``) holding the service role key. :func:`with_key_check` does the same to the release's
+file:
+
+* every service with a route on a checked prefix (``/rest/v1/``, ``/auth/v1/``) gets ``key-auth``
+  (``hide_credentials``: true for rest, false for auth, as Supabase) and ``acl`` (``allow: [admin, anon]``);
+* ``/functions/v1/`` stays open: the SDK's config call carries its own PayCraft key;
+* GoTrue's browser-facing links (``/auth/v1/verify``, ``/callback``, ``/authorize``: a confirmation mail's
+  link carries no ``apikey``) get their own open routes, as Supabase's ``auth-v1-open`` services;
+* the two consumers hold the host's keys literally (Kong has no environment substitution in a
+  declarative file); consumers the release declares under other names stay.
+
+:func:`render` writes the result as block YAML with JSON-quoted scalars (valid YAML, readable, no PyYAML).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+
+CHECKED_PREFIXES = ("/rest/v1/", "/auth/v1/")
+# Supabase's kong.yml: auth-v1-open, auth-v1-open-callback, auth-v1-open-authorize
+OPEN_AUTH_PATHS = ("/auth/v1/verify", "/auth/v1/callback", "/auth/v1/authorize")
+ANON, SERVICE_ROLE = "anon", "service_role"
+GROUPS = {ANON: "anon", SERVICE_ROLE: "admin"}
+MASKED = "********"
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+class GatewayError(ValueError):
+    """A Kong file the key check cannot be added to."""
+
+
+def _route_paths(service: dict) -> list:
+    return [p for r in service.get("routes") or [] if isinstance(r, dict) for p in r.get("paths") or []]
+
+
+def _checked_prefix(service: dict):
+    """The checked prefix (``/rest/v1/``, ``/auth/v1/``) one of the service's routes serves, else None."""
+    for path in _route_paths(service):
+        for prefix in CHECKED_PREFIXES:
+            if path.rstrip("/") == prefix.rstrip("/"):
+                return prefix
+    return None
+
+
+def _base_url(service: dict) -> str:
+    if service.get("url"):
+        return str(service["url"]).rstrip("/")
+    host = service.get("host")
+    if not host:
+        raise GatewayError(f"service '{service.get('name')}' has neither url nor host")
+    port = service.get("port")
+    path = str(service.get("path") or "").rstrip("/")
+    return f"{service.get('protocol', 'http')}://{host}{':' + str(port) if port else ''}{path}"
+
+
+def with_key_check(kong: dict, anon_key: str, service_key: str, open_paths=OPEN_AUTH_PATHS) -> dict:
+    """A copy of ``kong`` whose /rest/v1/ and /auth/v1/ services check ``apikey`` (module docstring)."""
+    if not isinstance(kong, dict):
+        raise GatewayError("the release's Kong file is not a mapping")
+    if not anon_key or not service_key:
+        raise GatewayError("the anon key and the service role key are both needed")
+    if anon_key == service_key:
+        raise GatewayError("the anon key and the service role key are the same value")
+    out = copy.deepcopy(kong)
+    services = [s for s in out.get("services") or [] if isinstance(s, dict)]
+    checked = [(s, _checked_prefix(s)) for s in services]
+    checked = [(s, prefix) for s, prefix in checked if prefix]
+    if not checked:
+        raise GatewayError("no service routes /rest/v1/ or /auth/v1/: there is nothing to put the key check on")
+    names = {s.get("name") for s in services}
+    for service, prefix in checked:
+        plugins = [p for p in service.get("plugins") or []
+                   if not (isinstance(p, dict) and p.get("name") in ("key-auth", "acl"))]
+        plugins += [
+            {"name": "key-auth", "config": {"hide_credentials": prefix == "/rest/v1/"}},
+            {"name": "acl", "config": {"hide_groups_header": True, "allow": [GROUPS[SERVICE_ROLE], GROUPS[ANON]]}},
+        ]
+        service["plugins"] = plugins
+        if prefix != "/auth/v1/":
+            continue
+        base = _base_url(service)
+        for path in open_paths:
+            suffix = path[len("/auth/v1/"):] if path.startswith("/auth/v1/") else None
+            if not suffix:
+                raise GatewayError(f"open path {path!r} is not under /auth/v1/")
+            name = f"auth-v1-open-{suffix.replace('/', '-')}"
+            if name in names:
+                continue
+            names.add(name)
+            out["services"].append({"name": name, "url": f"{base}/{suffix}",
+                                    "routes": [{"name": name, "strip_path": True, "paths": [path]}]})
+    consumers = [c for c in out.get("consumers") or []
+                 if not (isinstance(c, dict) and (c.get("username") in GROUPS))]
+    for username, key in ((ANON, anon_key), (SERVICE_ROLE, service_key)):
+        consumers.append({"username": username, "keyauth_credentials": [{"key": key}],
+                          "acls": [{"group": GROUPS[username]}]})
+    out["consumers"] = consumers
+    return out
+
+
+def describe(config: dict) -> dict:
+    """What the file does, with no key: the routes that check a key, the open ones, the consumers."""
+    checked, open_routes = [], []
+    for service in config.get("services") or []:
+        if not isinstance(service, dict):
+            continue
+        names = {p.get("name") for p in service.get("plugins") or [] if isinstance(p, dict)
+                 and p.get("enabled", True)}
+        (checked if "key-auth" in names else open_routes).extend(_route_paths(service))
+    consumers = [c.get("username") for c in config.get("consumers") or [] if isinstance(c, dict)]
+    return {"checked_routes": checked, "open_routes": open_routes, "consumers": consumers}
+
+
+def masked(config: dict) -> dict:
+    """The config with every key-auth credential replaced by ``********`` (for diffs and logs)."""
+    out = copy.deepcopy(config)
+    for consumer in out.get("consumers") or []:
+        for cred in (consumer or {}).get("keyauth_credentials") or []:
+            if isinstance(cred, dict) and "key" in cred:
+                cred["key"] = MASKED
+    return out
+
+
+def _scalar(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _key(key) -> str:
+    key = str(key)
+    return key if _PLAIN_KEY.match(key) else json.dumps(key)
+
+
+def _lines(value, indent: int) -> list:
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return [pad + "{}"]
+        out = []
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                out.append(f"{pad}{_key(key)}:")
+                out += _lines(item, indent + 2)
+            else:
+                out.append(f"{pad}{_key(key)}: {_inline(item)}")
+        return out
+    if isinstance(value, list):
+        if not value:
+            return [pad + "[]"]
+        out = []
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                nested = _lines(item, indent + 2)
+                out.append(f"{pad}- {nested[0].lstrip()}")
+                out += nested[1:]
+            else:
+                out.append(f"{pad}- {_inline(item)}")
+        return out
+    return [pad + _inline(value)]
+
+
+def _inline(value) -> str:
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return _scalar(value)
+
+
+def render(config: dict, header: str = "") -> str:
+    """Block YAML of ``config`` (JSON-quoted scalars), after ``header`` as comment lines."""
+    comments = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
+    return "\n".join(comments + _lines(config, 0)) + "\n"
+
+
+def checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
