@@ -335,6 +335,14 @@ def render(config, listen_spec):
     if keys_checked:
         # the consumer of the request's key, and its groups (consumers[]); nginx refuses a map
         # on $kong_key when no location sets it
+        # a map's keys must fit its hash bucket: API keys are JWTs of 150-200 characters, longer than
+        # the default bucket (one CPU cache line, 64 bytes): "could not build map_hash" at start
+        bucket = 64
+        while bucket < max([len(k) for k in keys] + [len(u) for u in groups] + [0]) + 32:
+            bucket *= 2
+        # before the first map of the http block (nginx refuses it after one: "directive is duplicate")
+        first_map = next(i for i, line in enumerate(lines) if line.startswith("    map "))
+        lines.insert(first_map, f"    map_hash_bucket_size {bucket};")
         lines += ["    map $kong_key $kong_consumer {", '        default "";']
         lines += [f"        {nginx_string(key)} {nginx_string(user)};" for key, user in sorted(keys.items())]
         lines += ["    }", "    map $kong_consumer $kong_groups {", '        default "";']

@@ -124,3 +124,21 @@ def test_refusals(capsys, plugins, consumers, message):
 def test_acl_without_key_auth_refuses_every_request():
     text = render_mod.render(config(service_plugins=[{"name": "acl", "config": {"allow": ["anon"]}}]), "0.0.0.0:8000")
     assert "return 401 '{\"message\":\"Unauthorized\"}';" in location(text, "/rest/v1/")
+
+
+def test_the_map_bucket_fits_jwt_keys_and_comes_before_the_first_map():
+    """Supabase's keys are JWTs of 150-200 characters: nginx's default map bucket (64 on x86) refuses
+    them at start ("could not build map_hash"), and refuses the setting after a map ("is duplicate")."""
+    jwt_like = "eyJ" + "x" * 180
+    consumers = [{"username": "anon", "keyauth_credentials": [{"key": jwt_like}], "acls": [{"group": "anon"}]}]
+    text = render_mod.render(config(service_plugins=[{"name": "key-auth"}], consumers=consumers), "0.0.0.0:8000")
+    lines = text.splitlines()
+    bucket = [line for line in lines if "map_hash_bucket_size" in line]
+    assert bucket == ["    map_hash_bucket_size 256;"]
+    first_map = next(i for i, line in enumerate(lines) if line.startswith("    map "))
+    assert lines.index(bucket[0]) < first_map
+
+
+def test_no_bucket_setting_without_a_key_check():
+    text = render_mod.render(config(), "0.0.0.0:8000")
+    assert "map_hash_bucket_size" not in text
