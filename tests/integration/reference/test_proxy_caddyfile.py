@@ -1,4 +1,4 @@
-"""The stack role's Caddyfile (roles/stack/templates/Caddyfile.j2) for each certificate source, read by the
+"""The tls role's Caddyfile (roles/tls/templates/Caddyfile.j2) for each certificate source, read by the
 proxy image's own Caddy: ``caddy adapt`` turns it into Caddy's JSON config and ``caddy validate`` provisions
 it (certificate files loaded, issuers set up), with no CA contacted. Molecule scenario ``tls`` runs the ACME
 source end to end against pebble; this covers ``files`` and ``internal`` too."""
@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 pytestmark = [pytest.mark.docker]
 
 REPO = Path(__file__).resolve().parents[3]
-TEMPLATE = REPO / "roles" / "stack" / "templates" / "Caddyfile.j2"
+TEMPLATE = REPO / "roles" / "tls" / "templates" / "Caddyfile.j2"
 IMAGE = (os.environ.get("PAYCRAFT_IMAGE_PREFIX", "paycraft-local/") + "proxy:"
          + os.environ.get("PAYCRAFT_IMAGE_TAG", "ref"))
 
