@@ -302,9 +302,17 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str = 
     manifest last. Returns the manifest (with ``path`` and ``name``)."""
     recipients = [r.strip() for r in (recipients or []) if r and r.strip()]
     snapshot.ensure_private_dir(backup_dir)
+    given = now is not None
     now = now or datetime.datetime.now(datetime.timezone.utc)
     name = f"{snapshot.utc_stamp(now)}-{snapshot.safe_version(version)}"
     snap_dir = os.path.join(backup_dir, name)
+    if os.path.exists(snap_dir) and not given:
+        # names are stamped to the second: a backup right after another one (cron and a manual run) takes the
+        # next second's name instead of failing
+        time.sleep(1.0 - now.microsecond / 1e6 + 0.01)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        name = f"{snapshot.utc_stamp(now)}-{snapshot.safe_version(version)}"
+        snap_dir = os.path.join(backup_dir, name)
     if os.path.exists(snap_dir):
         raise BackupError(f"{snap_dir} already exists; wait a second and re-run")
     os.mkdir(snap_dir, 0o700)

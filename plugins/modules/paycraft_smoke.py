@@ -66,6 +66,8 @@ options:
     description:
       - The anon key (C(PAYCRAFT_ANON_KEY)). When given it is sent as C(apikey) and
         C(Authorization) (C(Bearer <anon_key>)) headers, as the SDK does.
+      - When empty, C(PAYCRAFT_ANON_KEY) of O(env_file) on the managed host (the gateway's key check answers 401
+        to a request without one).
     type: str
   auth_path:
     description:
@@ -105,7 +107,8 @@ options:
   env_file:
     description:
       - The env file on the managed host (C(/etc/paycraft/paycraft.env)); its C(PAYCRAFT_DB_PASSWORD) is the
-        password of the C(postgres) probe when O(db_password) is empty. The secret stays on the host.
+        password of the C(postgres) probe when O(db_password) is empty, its C(PAYCRAFT_ANON_KEY) the O(anon_key)
+        when that is empty. The secret stays on the host.
     type: path
   probes:
     description:
@@ -286,8 +289,11 @@ msg:
   type: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import _postgres, smoke
+from ansible_collections.paycraft.selfhost.plugins.module_utils.envfile import EnvFile, EnvFileError
 
 ARGUMENT_SPEC = {
     "api_url": {"type": "str", "default": smoke.DEFAULTS["api_url"]},
@@ -323,6 +329,12 @@ def main():
         except (OSError, ValueError) as exc:
             module.fail_json(msg=f"paycraft_smoke: cannot read an api_key from {key_file}: {exc}", changed=False)
     env_file = params.pop("env_file")
+    if not params.get("anon_key") and env_file and os.path.isfile(env_file):
+        # the role's paycraft_env is not set on every path (a resumed upgrade or rollback): the host's own file
+        try:
+            params["anon_key"] = EnvFile.read(env_file).get("PAYCRAFT_ANON_KEY") or None
+        except (OSError, EnvFileError) as exc:
+            module.fail_json(msg=f"paycraft_smoke: cannot read PAYCRAFT_ANON_KEY from {env_file}: {exc}", changed=False)
     if not params.get("db_password") and env_file and "postgres" in params["probes"]:
         try:
             params["db_password"] = _postgres.password_from_env_file(env_file)

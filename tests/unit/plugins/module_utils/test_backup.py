@@ -91,6 +91,18 @@ def test_a_backup_is_the_snapshot_format_with_per_table_rows_and_checksums(tmp_p
     assert on_disk["tables"] == m["tables"]
 
 
+def test_two_backups_in_one_second_get_two_names(tmp_path, db):
+    """The scheduled command and a manual run back to back: the second takes the next second's name."""
+    first = b.take(str(tmp_path), db, "v1.0.0")
+    second = b.take(str(tmp_path), db, "v1.0.0")
+    assert first["name"] != second["name"]
+    assert sorted(os.listdir(tmp_path)) == sorted([first["name"], second["name"]])
+    # a stamp given by the caller is kept as it is: taken twice, it is refused
+    b.take(str(tmp_path / "given"), db, "v1.0.0", now=T0)
+    with pytest.raises(b.BackupError, match="already exists"):
+        b.take(str(tmp_path / "given"), db, "v1.0.0", now=T0)
+
+
 def test_the_checksum_is_the_contents_not_the_physical_order(db):
     with b.Session(db) as sess:
         before = b.table_checksums(sess)
