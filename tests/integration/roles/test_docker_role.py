@@ -34,8 +34,18 @@ LOCAL = {
 
 
 def dockerd_pids() -> set[int]:
+    """The machine's own dockerd processes: not those of the disposable Docker-in-Docker hosts, which
+    Molecule and other tests start and stop meanwhile (each in its own PID namespace)."""
     out = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+    ours = os.readlink("/proc/self/ns/pid")
+    pids = set()
+    for pid in map(int, out.split()):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == ours:
+                pids.add(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return pids
 
 
 @pytest.fixture
