@@ -125,14 +125,13 @@ def describe(config: dict) -> dict:
     return {"checked_routes": checked, "open_routes": open_routes, "consumers": consumers}
 
 
-def masked(config: dict) -> dict:
-    """The config with every key-auth credential replaced by ``********`` (for diffs and logs)."""
-    out = copy.deepcopy(config)
-    for consumer in out.get("consumers") or []:
-        for cred in (consumer or {}).get("keyauth_credentials") or []:
-            if isinstance(cred, dict) and "key" in cred:
-                cred["key"] = MASKED
-    return out
+# a credential line of a rendered file: '      - key: "<value>"'
+_KEY_LINE = re.compile(r'^(\s*(?:- )?key: ).*$', re.M)
+
+
+def mask_text(text: str) -> str:
+    """A rendered file (this one or an earlier one on disk) with every credential shown as ``********``."""
+    return _KEY_LINE.sub(f'\\1"{MASKED}"', text)
 
 
 def _scalar(value) -> str:

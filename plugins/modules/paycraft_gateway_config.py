@@ -112,14 +112,11 @@ path:
 """
 
 import os
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import envfile as envmod
 from ansible_collections.paycraft.selfhost.plugins.module_utils import gateway
 
-# a credential line of the written file: '      - key: "<value>"'
-MASK_LINE = re.compile(r'^(\s*(?:- )?key: ).*$', re.M)
 KEY_VARS = ("PAYCRAFT_ANON_KEY", "PAYCRAFT_SERVICE_ROLE_KEY")
 
 
@@ -183,11 +180,9 @@ def main():
     if note:
         result["notes"] = [note + "; check mode shows the file with placeholders for the keys"]
     if module._diff:
-        masked_before = ""
-        if before is not None:
-            masked_before = MASK_LINE.sub(f'\\1"{gateway.MASKED}"', before)
-        result["diff"] = {"before_header": dest, "after_header": dest, "before": masked_before,
-                          "after": gateway.render(gateway.masked(config), p["header"])}
+        result["diff"] = {"before_header": dest, "after_header": dest,
+                          "before": gateway.mask_text(before) if before is not None else "",
+                          "after": gateway.mask_text(text)}
     if changed and not module.check_mode:
         mode = p["mode"]
         mode = int(mode, 8) if isinstance(mode, str) else int(mode)
