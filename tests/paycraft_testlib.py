@@ -76,3 +76,58 @@ def module_runner(timeout: float = 30.0):
     with patch_module_args({}):
         module = AnsibleModule(argument_spec={}, supports_check_mode=True)
     return _cli.module_runner(module, timeout)
+
+
+class ThrowawayCA:
+    """A certificate authority made for one test (cryptography, EC P-256, valid for a day).
+
+    ``pem`` is the root's certificate; ``issue(names)`` gives (certificate PEM, key PEM) of a server
+    certificate for those DNS names and IP addresses, signed by this root.
+    """
+
+    def __init__(self, cn: str = "paycraft test root"):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._x509, self._hashes, self._ser, self._ec = x509, hashes, serialization, ec
+        self._now = datetime.datetime.now(datetime.UTC)
+        self._span = (self._now - datetime.timedelta(minutes=5), self._now + datetime.timedelta(days=1))
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                              data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                              encipher_only=False, decipher_only=False)
+        self.cert = (self._builder(self.name, self._key.public_key())
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .add_extension(usage, critical=True)
+                     .sign(self._key, hashes.SHA256()))
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def _builder(self, subject, public_key):
+        x509 = self._x509
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(public_key)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(self._span[0]).not_valid_after(self._span[1]))
+
+    def issue(self, names: list[str]) -> tuple[bytes, bytes]:
+        """(certificate PEM, private key PEM) for a server known by these DNS names and IP addresses."""
+        import ipaddress
+
+        x509 = self._x509
+        alt = []
+        for n in names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+            except ValueError:
+                alt.append(x509.DNSName(n))
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, names[0])])
+        cert = (self._builder(subject, key.public_key())
+                .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+                .sign(self._key, self._hashes.SHA256()))
+        key_pem = key.private_bytes(self._ser.Encoding.PEM, self._ser.PrivateFormat.PKCS8, self._ser.NoEncryption())
+        return cert.public_bytes(self._ser.Encoding.PEM), key_pem

@@ -5,53 +5,13 @@ as the TLS proxy serves one from pebble or an internal CA."""
 
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
 import ssl
 import threading
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import smoke
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-
-def _name(cn):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _ca(cn):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def _leaf(ca_key, ca_cert):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
-
-
-def _pem(cert):
-    return cert.public_bytes(serialization.Encoding.PEM)
+from paycraft_testlib import ThrowawayCA
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -71,15 +31,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def tls_server(tmp_path_factory):
     """An https server on 127.0.0.1 whose certificate chains to a throwaway root; yields (url, root, other root)."""
     d = tmp_path_factory.mktemp("tls")
-    ca_key, ca_cert = _ca("paycraft test root")
-    leaf_key, leaf_cert = _leaf(ca_key, ca_cert)
-    _other_key, other_cert = _ca("some other root")
-    (d / "root.pem").write_bytes(_pem(ca_cert))
-    (d / "other.pem").write_bytes(_pem(other_cert))
-    (d / "leaf.pem").write_bytes(_pem(leaf_cert))
-    (d / "leaf.key").write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM,
-                                                        serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))
+    ca = ThrowawayCA("paycraft test root")
+    leaf_pem, leaf_key = ca.issue(["localhost", "127.0.0.1"])
+    (d / "root.pem").write_bytes(ca.pem)
+    (d / "other.pem").write_bytes(ThrowawayCA("some other root").pem)
+    (d / "leaf.pem").write_bytes(leaf_pem)
+    (d / "leaf.key").write_bytes(leaf_key)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(d / "leaf.pem", d / "leaf.key")
