@@ -60,6 +60,7 @@ DEFAULTS = {
     "timeout": 120.0,
     "interval": 2.0,
     "request_timeout": 5.0,
+    "key_check": False,
 }
 BODY_PREVIEW = 200  # the runbook's `| head -c 200`
 MAX_BODY = 1024 * 1024
@@ -207,6 +208,21 @@ CAUSES = {
         ),
         "next": ("ansible-playbook playbooks/site.yml --tags stack  (writes the gateway's file again and "
                  "recreates kong)", "docker logs paycraft_kong --tail 50"),
+    },
+    "gateway_open": {
+        "runbook": None,
+        "heading": "The gateway lets requests through without an API key",
+        "explanation": (
+            "{api_url}{auth_path} answered {status} to a request with no apikey header, where Kong's key check "
+            "answers 401 \"No API key found in request\": the check (paycraft_stack_key_check) is not in force, "
+            "so /rest/v1/ and /auth/v1/ are open to anyone who can reach the gateway. The gateway runs from the "
+            "release's own Kong file instead of the stack role's (<fill dir>/gateway/kong.yml, mounted by the "
+            "compose override), or kong was recreated without the override."
+        ),
+        "next": ("ansible-playbook playbooks/site.yml --tags stack  (writes the gateway's file and the override "
+                 "again and recreates kong)",
+                 "docker inspect paycraft_kong | grep -B3 -A3 kong.yml  (the stack role's file must be the one "
+                 "mounted)"),
     },
     "auth_error": {
         "runbook": None,
@@ -410,7 +426,8 @@ CAUSES = {
 
 # Failures that waiting cannot change: stop retrying at the first one.
 FINAL_CAUSES = frozenset({"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
-                          "postgres_login_failed", "webhook_gateway_auth", "webhook_unsigned_accepted"})
+                          "postgres_login_failed", "webhook_gateway_auth", "webhook_unsigned_accepted",
+                          "gateway_open"})
 
 _JWT_MARKERS = ("invalid jwt", "jwt", "invalid api key", "invalid key", "no api key", "unauthorized", "jws")
 
@@ -691,9 +708,35 @@ def probe_gateway(params, timeout):
     return Outcome(False, answer.status, line, "not_kong", {"status": f"HTTP {answer.status}"})
 
 
+def _key_check_in_force(url, params, timeout):
+    """None when Kong refuses a request without an apikey (its key check is on), else the failing Outcome."""
+    try:
+        answer = http_request(url, "GET", {"Accept": "application/json"}, timeout, params.get("validate_certs", True),
+                              ca_file=params.get("ca_file"))
+    except NoAnswer as exc:
+        cause = "tls_error" if exc.kind == "tls" else "gateway_down"
+        return Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
+    text = answer.text()
+    if answer.status == 401 and KONG_KEY_REFUSED.search(text):
+        return None
+    line = f"without an apikey: HTTP {answer.status} {preview(text)}".rstrip()
+    if answer.status in (502, 503, 504):
+        # passed on to GoTrue, which is down or starting: retried; its answer then decides
+        return Outcome(False, answer.status, line, "auth_down", {"status": f"HTTP {answer.status}"})
+    return Outcome(False, answer.status, line, "gateway_open", {"status": f"HTTP {answer.status}"})
+
+
 def probe_auth(params, timeout):
-    """GoTrue's ``GET /health`` through the gateway's /auth/v1/ route: 200 with its health document."""
+    """GoTrue's ``GET /health`` through the gateway's /auth/v1/ route: 200 with its health document.
+
+    With ``key_check`` (the stack's paycraft_stack_key_check), a request without an apikey must first get
+    Kong's 401: a gateway that lets it through is open to anyone.
+    """
     url = params["api_url"].rstrip("/") + params.get("auth_path", DEFAULTS["auth_path"])
+    if params.get("key_check"):
+        refused = _key_check_in_force(url, params, timeout)
+        if refused is not None:
+            return refused
     anon_key = params.get("anon_key")
     headers = _json_headers(anon_key)
     try:

@@ -74,6 +74,15 @@ options:
       - Path of GoTrue's health endpoint under O(api_url).
     type: str
     default: /auth/v1/health
+  key_check:
+    description:
+      - The gateway checks API keys (the stack's C(paycraft_stack_key_check)). The C(auth) probe then first
+        sends its request with no C(apikey) header and needs Kong's 401 C(No API key found in request); a
+        gateway that answers anything else fails the probe at once with the cause C(gateway_open), since
+        C(/rest/v1/) and C(/auth/v1/) are open to anyone who can reach it.
+      - V(false) (default) sends the keyed request only, for a gateway without the check.
+    type: bool
+    default: false
   dashboard_url:
     description:
       - The dashboard URL (C(PAYCRAFT_DASHBOARD_URL)).
@@ -302,6 +311,7 @@ ARGUMENT_SPEC = {
     "api_key_file": {"type": "path"},
     "anon_key": {"type": "str", "no_log": True},
     "auth_path": {"type": "str", "default": smoke.DEFAULTS["auth_path"]},
+    "key_check": {"type": "bool", "default": smoke.DEFAULTS["key_check"]},
     "dashboard_url": {"type": "str", "default": smoke.DEFAULTS["dashboard_url"]},
     "db_host": {"type": "str", "default": smoke.DEFAULTS["db_host"]},
     "db_port": {"type": "int", "default": smoke.DEFAULTS["db_port"]},

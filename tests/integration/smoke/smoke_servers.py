@@ -47,6 +47,8 @@ class Stack(BaseHTTPRequestHandler):
     server_version = "paycraft-test-gateway"
     anon_key = ANON_KEY
     api_key = API_KEY
+    # Kong's key-auth on /auth/v1/ (the stack's paycraft_stack_key_check): no apikey, no answer but 401
+    key_check = False
 
     def log_message(self, format, *args):  # keep pytest output quiet
         return
@@ -107,6 +109,9 @@ class Stack(BaseHTTPRequestHandler):
         return self._send(400, {"error": "invalid_signature"})
 
     def auth_health(self):
+        if self.key_check and "apikey" not in self.headers:
+            return self._send(401, {"message": "No API key found in request"},
+                              headers={"WWW-Authenticate": 'Key realm="kong"'})
         return self._send(200, GOTRUE_HEALTH)
 
     def config(self, api_key):
@@ -365,6 +370,8 @@ class TenantStack(Stack):
     ``server.db`` is the database: ``users`` (email -> password) and ``keys`` (email -> pk_test_ key).
     Every signup creates a user and its tenant's key; a reset empties both, a restore replaces keys.
     """
+
+    key_check = True
 
     def do_POST(self):
         url = urllib.parse.urlsplit(self.path)

@@ -323,6 +323,45 @@ def test_auth_key_refused_by_the_gateway_names_the_kong_file(http_server):
     assert ANON_KEY not in json.dumps(probe)
 
 
+class _KeyChecked(Stack):
+    key_check = True
+
+
+def test_key_check_on_a_gateway_that_refuses_no_key_passes(http_server):
+    server = http_server(_KeyChecked)
+    probe = only("auth", api_url=server.url, anon_key=ANON_KEY, key_check=True)
+    assert probe["ok"] and probe["detail"] == "GoTrue v2.151.0", probe
+    # first the request with no key (refused by the gateway), then the keyed one
+    asked = [s["headers"].get("apikey") for s in server.seen if s["path"] == "/auth/v1/health"]
+    assert asked == [None, ANON_KEY]
+
+
+def test_key_check_on_an_open_gateway_fails_at_once_and_names_the_fix(http_server):
+    server = http_server(Stack)  # answers /auth/v1/health without a key
+    probe = only("auth", api_url=server.url, anon_key=ANON_KEY, key_check=True, timeout=5.0)
+    assert not probe["ok"] and probe["status"] == 200
+    assert probe["cause_id"] == "gateway_open"
+    assert probe["attempts"] == 1  # waiting cannot close the gateway: final
+    assert probe["cause"] == "The gateway lets requests through without an API key"
+    assert "without an apikey: HTTP 200" in probe["detail"]
+    assert "paycraft_stack_key_check" in probe["explanation"]
+    assert probe["next"][0].startswith("ansible-playbook playbooks/site.yml --tags stack")
+    # the keyed request never went out
+    assert [s["headers"].get("apikey") for s in server.seen if s["path"] == "/auth/v1/health"] == [None]
+
+
+def test_key_check_with_auth_down_behind_an_open_gateway_is_retried_as_auth_down(http_server):
+    # a 502 to the request with no key: passed on to a stopped GoTrue; waiting may change it
+    probe = only("auth", api_url=http_server(AuthDown).url, anon_key=ANON_KEY, key_check=True, timeout=0.3)
+    assert not probe["ok"] and probe["status"] == 502
+    assert probe["cause_id"] == "auth_down" and probe["attempts"] > 1
+
+
+def test_without_key_check_the_open_gateway_passes(http_server):
+    probe = only("auth", api_url=http_server(Stack).url, anon_key=ANON_KEY)
+    assert probe["ok"], probe
+
+
 def test_auth_route_that_is_not_gotrue_fails_auth(http_server):
     probe = only("auth", api_url=http_server(AuthNotGoTrue).url, timeout=0.3)
     assert not probe["ok"] and probe["cause_id"] == "auth_error"

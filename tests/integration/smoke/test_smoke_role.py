@@ -131,3 +131,26 @@ def test_a_release_with_webhook_functions_gets_a_probe_for_each(tmp_path, stack,
                           paycraft_smoke_use_saved_key=True)
     assert rc == 0, output[-4000:]
     assert "smoke: 5/5 probes passed" in output
+
+
+class _OpenGateway(TenantStack):
+    """A gateway without Kong's key check: /auth/v1/ answers a request with no apikey."""
+
+    key_check = False
+
+
+@pytest.mark.postgres
+def test_an_open_gateway_fails_the_smoke_test_unless_the_key_check_is_off(tmp_path, http_server, pg):
+    gateway = http_server(_OpenGateway)
+    gateway.server.db = {"users": {}, "keys": {}, "signups": 0}
+    dashboard = http_server(Dashboard)
+    # paycraft_stack_key_check is on by default, and the smoke test follows it
+    rc, output = run_role(tmp_path, gateway, dashboard, pg)
+    assert rc != 0, output[-4000:]
+    assert "The gateway lets requests through without an API key" in output, output[-4000:]
+    assert "site.yml --tags stack" in output
+    # an operator who turned the check off (paycraft_stack_key_check: false): the same gateway passes
+    rc, output = run_role(tmp_path, gateway, dashboard, pg, paycraft_stack_key_check=False,
+                          paycraft_smoke_use_saved_key=True)
+    assert rc == 0, output[-4000:]
+    assert "smoke: 5/5 probes passed" in output

@@ -82,7 +82,8 @@ def test_rest_error_names_the_postgrest_code():
 
 def test_final_causes_are_the_ones_waiting_cannot_change():
     assert {"key_mismatch", "api_key_unknown", "probe_config", "not_suite_config", "tls_error",
-            "postgres_login_failed", "webhook_gateway_auth", "webhook_unsigned_accepted"} == set(smoke.FINAL_CAUSES)
+            "postgres_login_failed", "webhook_gateway_auth", "webhook_unsigned_accepted",
+            "gateway_open"} == set(smoke.FINAL_CAUSES)
     assert smoke.Outcome(False, 401, "x", "key_mismatch").final
     assert not smoke.Outcome(False, 502, "x", "upstream_down").final
 
