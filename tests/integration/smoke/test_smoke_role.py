@@ -49,7 +49,11 @@ def run_role(tmp_path, gateway, dashboard, pg, functions=("config", "main"), **e
         **extra,
     }
     play = [{"name": "smoke", "hosts": "localhost", "gather_facts": False,
-             "roles": [{"role": "paycraft.selfhost.smoke"}]}]
+             "roles": [{"role": "paycraft.selfhost.smoke"}],
+             # what the summaries of site.yml and upgrade.yml print for the release's webhook functions
+             "post_tasks": [{"name": "urls", "ansible.builtin.copy": {
+                 "content": "{{ paycraft_smoke_webhook_urls | default('undefined') | to_json }}",
+                 "dest": str(tmp_path / "webhook-urls.json"), "mode": "0600"}}]}]
     (tmp_path / "play.yml").write_text(json.dumps(play))
     (tmp_path / "vars.json").write_text(json.dumps(role_vars))
     env = {**os.environ, "ANSIBLE_PYTHON_INTERPRETER": sys.executable, "ANSIBLE_NOCOLOR": "1",
@@ -120,9 +124,14 @@ def test_the_role_refuses_a_probe_set_without_suite_config(tmp_path, stack, http
 def test_a_release_with_webhook_functions_gets_a_probe_for_each(tmp_path, stack, http_server, pg):
     dashboard = http_server(Dashboard)
     rc, output = run_role(tmp_path, stack, dashboard, pg,
-                          functions=("config", "main", "stripe-webhook", "razorpay-webhook"))
+                          functions=("config", "main", "stripe-webhook", "razorpay-webhook"),
+                          paycraft_api_url="https://api.billing.example.com")
     assert rc == 0, output[-4000:]
     assert "smoke: 7/7 probes passed" in output
+    # the public URL of each, for the summaries (the operator sets it at the provider)
+    urls = json.loads((tmp_path / "webhook-urls.json").read_text())
+    assert urls == ["Webhook URL (set at Razorpay): https://api.billing.example.com/functions/v1/razorpay-webhook",
+                    "Webhook URL (set at Stripe): https://api.billing.example.com/functions/v1/stripe-webhook"], output
     assert ", razorpay-webhook " in output and ", stripe-webhook " in output
     posts = sorted(s["path"] for s in stack.seen if s.get("method") == "POST" and "/functions/v1/" in s["path"])
     assert posts == ["/functions/v1/razorpay-webhook", "/functions/v1/stripe-webhook"]
