@@ -22,7 +22,10 @@ baseline measured in the same run) on freshly created hosts, with forks = size:
 and for each timed run the controller's CPU (ansible-playbook and its children:
 user+sys seconds) and the machine's CPU use (/proc/stat, all cores), so the
 ratio table says what grows with N. Memory per host is read at the end
-(docker stats) to say how many hosts memory would allow.
+(docker stats) to say how many hosts memory would allow. Leave the collection's
+roles, plugins and playbooks alone while it runs: they are part of the record a
+re-run compares with (roles/converged), so an edit turns the re-run into a full
+run that writes a new record (changed=1 on every host).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -142,6 +146,19 @@ def changed_total(stdout: str) -> int:
     return sum(int(x) for x in re.findall(r"changed=(\d+)", stdout.rsplit("PLAY RECAP", 1)[1]))
 
 
+def changed_tasks(stdout: str) -> list[str]:
+    """``TASK name [host]`` for every task that reported changed (the default callback's lines)."""
+    found, task = [], "?"
+    for line in stdout.splitlines():
+        m = re.match(r"TASK \[(.*)\]", line)
+        if m:
+            task = m.group(1)
+        m = re.match(r"changed: \[([^\]]+)\]", line)
+        if m:
+            found.append(f"{task} [{m.group(1)}]")
+    return found
+
+
 def run_size(size: int, work: Path) -> dict:
     fleet = Fleet(size, work)
     site = REPO / "playbooks" / "site.yml"
@@ -166,24 +183,21 @@ def run_size(size: int, work: Path) -> dict:
             out = fleet.play(site)
         row["rerun"] = m
         row["rerun_changed"] = changed_total(out)
+        if row["rerun_changed"]:
+            # kept for reading: what a re-run found to change is a defect (idempotence)
+            log = Path(tempfile.gettempdir()) / f"paycraft-fleet-bench-rerun-{size}.log"
+            log.write_text(out)
+            print(f"[bench] {size} host(s): the re-run changed {row['rerun_changed']} (output: {log}):", flush=True)
+            for line in changed_tasks(out):
+                print(f"[bench]   {line}", flush=True)
         row["memory"] = fleet.memory_mib()
         return row
     finally:
         fleet.destroy()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=3, help="N, the fleet size compared with 1 host (default 3)")
-    args = parser.parse_args()
-    n = args.hosts
-    with tempfile.TemporaryDirectory(prefix="paycraft-fleet-bench-") as tmp:
-        results = {}
-        for size in (1, n):
-            work = Path(tmp) / f"size-{size}"
-            work.mkdir()
-            results[size] = run_size(size, work)
-    one, many = results[1], results[n]
+def report(one: dict, many: dict, n: int) -> None:
+    """Print the table: each phase on 1 host and on n hosts, and where the CPU went."""
 
     def total(row):
         return sum(row[k].wall for k in ("engine", "images", "rest"))
@@ -209,6 +223,36 @@ def main() -> int:
         per = sum(mem) / len(mem)
         print(f"memory per converged host: {per:.0f} MiB (max {max(mem):.0f}); "
               f"memory available now {avail:.0f} MiB -> about {int(avail // per)} more hosts by memory")
+    # where the CPU of "site.yml, images present" went, per host: the controller's ansible-playbook and its
+    # children (measured), and the rest of the machine (hosts' engines, containers, modules on the hosts)
+    cores = os.cpu_count() or 1
+    print("CPU per host, site.yml with images present (controller measured; hosts = machine minus controller):")
+    for size, row in ((1, one), (n, many)):
+        m = row["rest"]
+        hosts_s = m.machine / 100 * cores * m.wall - m.cpu
+        print(f"  {size:>2} host(s): controller {m.cpu / size:5.1f} CPU-s/host, hosts {hosts_s / size:5.1f} "
+              f"CPU-s/host, machine busy {m.machine:.0f}% of {cores} cores")
+    rest = many["rest"]
+    print(f"  a controller alone (hosts on machines of their own) would need at least "
+          f"{rest.cpu / cores:.1f} s of wall for the {n} hosts' {rest.cpu:.1f} CPU-s on {cores} cores "
+          f"(1 host took {one['rest'].wall:.1f} s)")
+
+
+def main() -> int:
+    # a SIGTERM (kill) ends the run through the finally clauses, so the hosts are destroyed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("[bench] terminated"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=3, help="N, the fleet size compared with 1 host (default 3)")
+    args = parser.parse_args()
+    n = args.hosts
+    with tempfile.TemporaryDirectory(prefix="paycraft-fleet-bench-") as tmp:
+        results = {}
+        for size in (1, n):
+            work = Path(tmp) / f"size-{size}"
+            work.mkdir()
+            results[size] = run_size(size, work)
+    one, many = results[1], results[n]
+    report(one, many, n)
     return 0 if one["rerun_changed"] == 0 and many["rerun_changed"] == 0 else 1
 
 
