@@ -708,14 +708,21 @@ def probe_gateway(params, timeout):
     return Outcome(False, answer.status, line, "not_kong", {"status": f"HTTP {answer.status}"})
 
 
-def _key_check_in_force(url, params, timeout):
-    """None when Kong refuses a request without an apikey (its key check is on), else the failing Outcome."""
+def _ask_auth(url, headers, params, timeout):
+    """``(answer, None)`` from the auth route, or ``(None, the failing Outcome)`` when nothing answered."""
     try:
-        answer = http_request(url, "GET", {"Accept": "application/json"}, timeout, params.get("validate_certs", True),
-                              ca_file=params.get("ca_file"))
+        return http_request(url, "GET", headers, timeout, params.get("validate_certs", True),
+                            ca_file=params.get("ca_file")), None
     except NoAnswer as exc:
         cause = "tls_error" if exc.kind == "tls" else "gateway_down"
-        return Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
+        return None, Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
+
+
+def _key_check_in_force(url, params, timeout):
+    """None when Kong refuses a request without an apikey (its key check is on), else the failing Outcome."""
+    answer, failed = _ask_auth(url, {"Accept": "application/json"}, params, timeout)
+    if failed:
+        return failed
     text = answer.text()
     if answer.status == 401 and KONG_KEY_REFUSED.search(text):
         return None
@@ -738,13 +745,9 @@ def probe_auth(params, timeout):
         if refused is not None:
             return refused
     anon_key = params.get("anon_key")
-    headers = _json_headers(anon_key)
-    try:
-        answer = http_request(url, "GET", headers, timeout, params.get("validate_certs", True),
-                              ca_file=params.get("ca_file"))
-    except NoAnswer as exc:
-        cause = "tls_error" if exc.kind == "tls" else "gateway_down"
-        return Outcome(False, exc.kind, exc.detail, cause, {"url": params["api_url"], "status": exc.kind})
+    answer, failed = _ask_auth(url, _json_headers(anon_key), params, timeout)
+    if failed:
+        return failed
     text = redact(answer.text(), (anon_key,))
     line = f"HTTP {answer.status} {preview(text)}".rstrip()
     context = {"status": f"HTTP {answer.status}"}
