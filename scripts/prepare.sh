@@ -11,12 +11,15 @@
 #   5. PostgreSQL 15 server binaries (for the test fixture)
 #   6. the local Debian base image (debootstrap + docker import) when the
 #      engine does not have it yet
+#   7. the test clients' npm packages (tests/clients/node_modules: `npm ci`
+#      from package-lock.json when they are missing or the lock changed; Node.js
+#      and npm from Debian when the machine has none)
 #
 # Environment:
 #   PAYCRAFT_VENV        virtual environment path      (default: <repo>/.venv)
 #   PAYCRAFT_BASE_IMAGE  local base image tag          (default: paycraft-local/debian:bookworm)
 #   PAYCRAFT_DEBIAN_MIRROR  mirror for debootstrap     (default: the host's own apt source)
-#   PAYCRAFT_SKIP_DOCKER=1  only steps 1, 2 and 5
+#   PAYCRAFT_SKIP_DOCKER=1  only steps 1, 2, 5 and 7
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -85,6 +88,23 @@ done
 if [ -n "$backup_pkgs" ]; then
   # shellcheck disable=SC2086 # a list of package names
   apt_install $backup_pkgs
+fi
+
+# --- 7. the test clients' npm packages -----------------------------------------
+# The real supabase-js client the Molecule scenarios drive (tests/clients). Installed
+# once from the lock file and kept: later runs do not reach the npm registry.
+clients="$REPO/tests/clients"
+if [ -f "$clients/package-lock.json" ]; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  lock_hash=$(sha256sum "$clients/package-lock.json" | cut -d' ' -f1)
+  if [ -d "$clients/node_modules" ] && [ "$(cat "$clients/node_modules/.package-lock.sha256" 2>/dev/null)" = "$lock_hash" ]; then
+    say "test clients up to date: $clients/node_modules"
+  else
+    say "npm ci in $clients (node $(node --version))"
+    (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+      || die "npm ci failed in $clients; run it there to see why (it needs the npm registry once)"
+    echo "$lock_hash" > "$clients/node_modules/.package-lock.sha256"
+  fi
 fi
 
 if [ "${PAYCRAFT_SKIP_DOCKER:-0}" = 1 ]; then
