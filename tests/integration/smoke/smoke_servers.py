@@ -365,21 +365,57 @@ class TcpServer(socketserver.ThreadingTCPServer):
 
 
 class TenantStack(Stack):
-    """A gateway with GoTrue's signup/token and PostgREST's api_keys, like the release's tenancy trigger.
+    """A gateway with GoTrue's signup/token and PostgREST, over one in-memory "database".
 
-    ``server.db`` is the database: ``users`` (email -> password) and ``keys`` (email -> pk_test_ key).
-    Every signup creates a user and its tenant's key; a reset empties both, a restore replaces keys.
+    ``contract`` is the tenancy contract of the release it plays (PayCraft's, by migration):
+
+    * ``provision_app`` (048): ``tenant_admins`` + ``tenants.api_key_test`` readable under the user's JWT,
+      ``rpc/provision_app`` makes a NEW tenant per call, ``rpc/provision_tenant`` too (idempotent);
+    * ``provision_tenant`` (023/039): the same without ``provision_app`` (PostgREST's 404 PGRST202);
+    * ``api_keys``: the older reference shape, a signup trigger that fills ``public.api_keys``; no
+      ``tenant_admins`` table (404 PGRST205) and no provisioning RPC.
+
+    ``server.db``: ``users`` (email -> password), ``keys`` (email -> the pk_test_ key of the user's tenant),
+    ``tenants`` (email -> tenant id), ``signups``, ``created`` (tenants made by an RPC). A reset empties
+    users and keys, a restore replaces keys.
     """
 
     key_check = True
+    contract = "api_keys"
+
+    def _body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}")
+
+    def _user(self):
+        return str(self.headers.get("Authorization", "")).removeprefix("Bearer token-")
+
+    def _db(self):
+        db = self.server.db
+        db.setdefault("tenants", {})
+        db.setdefault("created", 0)
+        return db
+
+    def _unknown_function(self, name):
+        return self._send(404, {"code": "PGRST202", "details": None, "hint": None,
+                                "message": f"Could not find the function public.{name} in the schema cache"})
+
+    def _unknown_table(self, name):
+        return self._send(404, {"code": "PGRST205", "details": None, "hint": None,
+                                "message": f"Could not find the table 'public.{name}' in the schema cache"})
+
+    def _new_tenant(self, email):
+        db = self._db()
+        db["keys"][email] = f"pk_test_{uuid.uuid4().hex[:16]}"
+        db["tenants"][email] = str(uuid.uuid4())
+        return db["tenants"][email]
 
     def do_POST(self):
         url = urllib.parse.urlsplit(self.path)
         if url.path.startswith(FUNCTIONS_PREFIX):
             return super().do_POST()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        db = self.server.db
+        body = self._body()
+        db = self._db()
         self.server.seen.append({"path": url.path, "method": "POST", "query": urllib.parse.parse_qs(url.query),
                                  "headers": {}})
         email, password = str(body.get("email", "")), str(body.get("password", ""))
@@ -388,21 +424,54 @@ class TenantStack(Stack):
                 return self._send(422, {"code": 422, "error_code": "user_already_exists",
                                         "msg": "User already registered"})
             db["users"][email] = password
-            db["keys"][email] = f"pk_test_{uuid.uuid4().hex[:16]}"
             db["signups"] += 1
+            if self.contract == "api_keys":  # the signup trigger
+                self._new_tenant(email)
             return self._send(200, {"id": str(uuid.uuid4()), "email": email})
         if url.path == "/auth/v1/token":
             if db["users"].get(email) != password or not password:
                 return self._send(400, {"error": "invalid_grant", "error_description": "Invalid login credentials"})
-            return self._send(200, {"access_token": f"token-{email}", "token_type": "bearer"})
+            return self._send(200, {"access_token": f"token-{email}", "token_type": "bearer",
+                                    "user": {"id": f"uid-{email}", "email": email}})
+        if url.path.startswith("/rest/v1/rpc/"):
+            name = url.path.removeprefix("/rest/v1/rpc/")
+            user = self._user()
+            if user not in db["users"]:
+                return self._send(401, {"code": "PGRST301", "message": "JWT invalid"})
+            if name == "provision_app" and self.contract == "provision_app" and set(body) == {"p_app_name"}:
+                tenant_id = self._new_tenant(user)
+            elif (name == "provision_tenant" and self.contract in ("provision_app", "provision_tenant")
+                  and set(body) == {"p_user_id", "p_app_name", "p_email"}):
+                tenant_id = db["tenants"].get(user) or self._new_tenant(user)
+            else:
+                return self._unknown_function(name)
+            db["created"] += 1
+            return self._send(200, {"tenant_id": tenant_id, "name": body.get("p_app_name"),
+                                    "api_key_test": db["keys"][user], "api_key_live": "pk_live_" + "0" * 16,
+                                    "webhook_url": f"/functions/v1/stripe-webhook/{tenant_id}"})
         return self._send(404, {"message": "no Route matched with those values"})
 
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
+        db = self._db()
+        user = self._user()
         if url.path == "/rest/v1/api_keys":
-            email = str(self.headers.get("Authorization", "")).removeprefix("Bearer token-")
-            key = self.server.db["keys"].get(email)
+            if self.contract != "api_keys":
+                return self._unknown_table("api_keys")
+            key = db["keys"].get(user)
             return self._send(200, [{"key": key}] if key else [])
+        if url.path == "/rest/v1/tenant_admins":
+            if self.contract not in ("provision_app", "provision_tenant"):
+                return self._unknown_table("tenant_admins")
+            tenant = db["tenants"].get(user) if user in db["keys"] else None
+            return self._send(200, [{"tenant_id": tenant}] if tenant else [])
+        if url.path == "/rest/v1/tenants":
+            if self.contract == "api_keys":
+                return self._send(400, {"code": "42703", "message": "column tenants.api_key_test does not exist"})
+            wanted = urllib.parse.parse_qs(url.query).get("id", [""])[0]
+            tenant = db["tenants"].get(user)
+            rows = [{"id": tenant, "api_key_test": db["keys"][user]}] if tenant and tenant in wanted else []
+            return self._send(200, rows)
         return super().do_GET()
 
     def config(self, api_key):

@@ -1,9 +1,11 @@
 """The smoke role through a real ansible-playbook, against real HTTP servers and the real PostgreSQL fixture.
 
-The gateway is ``TenantStack``: GoTrue's signup/token, PostgREST's api_keys and the config function over
-one in-memory "database" that the tests reset or restore behind the role's back. Asserted: the saved
-smoke key is checked, not trusted. A refused key (api_key_unknown) makes the role sign in again and
-re-provision it, or sign up again when the user is gone, then retry the probes once.
+The gateway is ``TenantStack``: GoTrue's signup/token, PostgREST (tenant_admins/tenants, provision_app,
+provision_tenant, or the older api_keys, by ``contract``) and the config function over one in-memory
+"database" that the tests reset or restore behind the role's back. Asserted: the key is found through the
+release's own contract and idempotently (an existing tenant first), the role says which contract it used,
+and the saved smoke key is checked, not trusted. A refused key (api_key_unknown) makes the role sign in
+again and re-provision it, or sign up again when the user is gone, then retry the probes once.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ REPO = Path(__file__).resolve().parents[3]
 EMAIL = "smoke@paycraft-selfhost.invalid"
 
 
-@pytest.fixture
-def stack(http_server):
-    gateway = http_server(TenantStack)
+def tenant_stack(http_server, contract="api_keys"):
+    gateway = http_server(type(f"TenantStack_{contract}", (TenantStack,), {"contract": contract}))
     gateway.server.db = {"users": {}, "keys": {}, "signups": 0}
     return gateway
+
+
+@pytest.fixture
+def stack(http_server):
+    return tenant_stack(http_server)
 
 
 def run_role(tmp_path, gateway, dashboard, pg, functions=("config", "main"), **extra):
@@ -66,21 +72,53 @@ def run_role(tmp_path, gateway, dashboard, pg, functions=("config", "main"), **e
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def flat(output):
+    """The output with the callback's line breaks undone."""
+    return " ".join(output.split())
+
+
 def saved(tmp_path):
     return json.loads((tmp_path / "smoke-user.json").read_text())
 
 
+USED = {
+    "provision_app": "found through provision_app(p_app_name), a new tenant for the smoke user",
+    "provision_tenant": "found through provision_tenant(p_user_id, p_app_name, p_email)",
+    "api_keys": "found through the key that the signup trigger put in public.api_keys (the older reference shape)",
+}
+EXISTING = "found through the existing tenant of the smoke user (tenant_admins -> tenants.api_key_test)"
+
+
 @pytest.mark.postgres
-def test_first_run_provisions_then_a_refused_saved_key_is_reprovisioned(tmp_path, stack, http_server, pg):
+@pytest.mark.parametrize("contract", ["provision_app", "provision_tenant", "api_keys"])
+def test_first_run_provisions_then_a_refused_saved_key_is_reprovisioned(tmp_path, http_server, pg, contract):
+    stack = tenant_stack(http_server, contract)
     dashboard = http_server(Dashboard)
     db = stack.server.db
 
-    # 1. first run: sign up, save the key, 5/5
+    # 1. first run: sign up, find the key through the release's contract, save it, 5/5
     rc, output = run_role(tmp_path, stack, dashboard, pg)
     assert rc == 0, output[-4000:]
     assert "smoke: 5/5 probes passed" in output
+    assert USED[contract] in flat(output), output[-4000:]
     first_key = saved(tmp_path)["api_key"]
     assert first_key == db["keys"][EMAIL] and db["signups"] == 1
+    assert saved(tmp_path)["contract"] == contract
+    assert db.get("created", 0) == (0 if contract == "api_keys" else 1)
+    if contract != "api_keys":
+        assert saved(tmp_path)["tenant_id"] == db["tenants"][EMAIL]
+        assert saved(tmp_path)["webhook_pattern"] == "/functions/v1/<name>/<tenant_id>"
+
+    # 1b. the key is lost from the file (the password is kept): the user's existing tenant is found, no new one
+    credentials = saved(tmp_path)
+    del credentials["api_key"]
+    (tmp_path / "smoke-user.json").write_text(json.dumps(credentials))
+    rc, output = run_role(tmp_path, stack, dashboard, pg)
+    assert rc == 0, output[-4000:]
+    assert saved(tmp_path)["api_key"] == first_key
+    assert db.get("created", 0) == (0 if contract == "api_keys" else 1), "a second tenant was made"
+    if contract != "api_keys":
+        assert EXISTING in flat(output), output[-4000:]
 
     # 2. a restore gives the tenant another key: the saved key is refused, the role signs in and reads the new one
     db["keys"][EMAIL] = "pk_test_restored_key_0001"
@@ -94,13 +132,41 @@ def test_first_run_provisions_then_a_refused_saved_key_is_reprovisioned(tmp_path
     # 3. a reset: the user is gone; the role signs up again and the retry passes
     db["users"].clear()
     db["keys"].clear()
+    db.get("tenants", {}).clear()
     rc, output = run_role(tmp_path, stack, dashboard, pg, paycraft_smoke_use_saved_key=True)
     assert rc == 0, output[-4000:]
     assert db["signups"] == 2
     assert saved(tmp_path)["api_key"] == db["keys"][EMAIL] != "pk_test_restored_key_0001"
     assert "smoke: 5/5 probes passed" in output
-    for secret in (pg.password, db["keys"][EMAIL], first_key):
+    for secret in (pg.password, db["keys"][EMAIL], first_key, saved(tmp_path)["password"]):
         assert secret not in output
+    assert (tmp_path / "smoke-user.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.postgres
+def test_a_release_with_no_tenancy_contract_stops_with_the_next_command(tmp_path, http_server, pg):
+    stack = tenant_stack(http_server, "none")
+    rc, output = run_role(tmp_path, stack, http_server(Dashboard), pg)
+    assert rc != 0
+    assert "has none of the tenancy contracts the smoke test knows" in flat(output), output[-4000:]
+    assert "SELECT version FROM _paycraft_migrations" in flat(output)
+    assert "Tenant not auto-created on first signup" not in output
+
+
+@pytest.mark.postgres
+def test_an_empty_api_keys_table_quotes_the_runbook_trigger_entry(tmp_path, http_server, pg):
+    class _NoTrigger(TenantStack):
+        contract = "api_keys"
+
+        def _new_tenant(self, email):  # the trigger is gone: signup makes no tenant
+            return None
+
+    stack = http_server(_NoTrigger)
+    stack.server.db = {"users": {}, "keys": {}, "signups": 0}
+    rc, output = run_role(tmp_path, stack, http_server(Dashboard), pg)
+    assert rc != 0
+    assert "Tenant not auto-created on first signup" in flat(output), output[-4000:]
+    assert "handle_new_user_tenancy()" in output
 
 
 @pytest.mark.postgres
