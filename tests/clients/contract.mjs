@@ -145,7 +145,7 @@ async function checkConfig(user) {
   const { status, body, error } = await fetchConfig(user.keyTest);
   const tid = body?.tenant_id;
   const ok = status === 200 && body !== null && typeof body === "object"
-    && (tid === user.tenantId || tid === `tenant-${user.tenantId}`)
+    && tid === user.tenantId
     && Array.isArray(body.products) && Array.isArray(body.providers)
     && "paywall" in body && Number.isInteger(body.cache_ttl_seconds) && body.cache_ttl_seconds > 0;
   check(`user ${user.label}: GET /functions/v1/config with its ${shown(user.keyTest)} key returns its SuiteConfig`,
