@@ -44,6 +44,10 @@ def test_tarball_leaves_out_local_state(installed):
     assert "galaxy.yml" not in names  # replaced by MANIFEST.json
     assert "MANIFEST.json" in names
     assert not [n for n in names if n.startswith((".venv", ".ci", ".git/"))]
+    # the test clients' npm packages stay out; their lock file (what installs them) is in
+    assert (REPO / "tests/clients/node_modules").is_dir(), "run scripts/prepare.sh (npm ci in tests/clients)"
+    assert not [n for n in names if "node_modules" in n]
+    assert "tests/clients/package-lock.json" in names
 
 
 def test_ansible_doc_lists_every_module(installed):
