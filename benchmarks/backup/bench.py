@@ -100,14 +100,12 @@ class Cluster:
 
 
 GENERATE = """
-INSERT INTO public.tenants(id, name, slug, plan)
-  SELECT md5('tenant' || ({base} + g))::uuid, 'Tenant ' || g, 't-' || ({base} + g),
-         (ARRAY['free', 'growth', 'enterprise'])[1 + g % 3]
+INSERT INTO public.tenants(id, name, api_key_test, api_key_live, owner_email, plan)
+  SELECT md5('tenant' || ({base} + g))::uuid, 'Tenant ' || g,
+         'pk_test_' || md5('test' || ({base} + g)) || md5('t2' || ({base} + g)),
+         'pk_live_' || md5('live' || ({base} + g)) || md5('l2' || ({base} + g)),
+         'owner' || ({base} + g) || '@bench.invalid', (ARRAY['free', 'pro', 'enterprise'])[1 + g % 3]
   FROM generate_series(1, {tenants}) g;
-INSERT INTO public.api_keys(tenant_id, key, mode, label)
-  SELECT md5('tenant' || ({base} + 1 + g % {tenants}))::uuid, 'pk_' || m || '_' || md5('key' || ({base} + g) || m), m,
-         'key ' || g
-  FROM generate_series(1, {tenants} * 4) g, unnest(ARRAY['test', 'live']) m;
 INSERT INTO public.products(tenant_id, sku, name, description, price_cents, "interval", sort_order, metadata)
   SELECT md5('tenant' || ({base} + 1 + g % {tenants}))::uuid, 'sku-' || ({base} + g), 'Product ' || g,
          repeat(md5(g::text), 4) || ' ' || md5(random()::text) || ' ' || md5(random()::text),
@@ -130,13 +128,13 @@ def generate(cluster: Cluster, gib: float) -> tuple[int, dict]:
         cluster.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "paycraft", "-c",
                      GENERATE.format(base=base, tenants=tenants, products=batch)])
         base += batch
-        print(f"  generated to {size / GIB:.2f} GiB (+{batch} products, {tenants} tenants, {tenants * 8} keys "
+        print(f"  generated to {size / GIB:.2f} GiB (+{batch} products, {tenants} tenants "
               f"in {time.monotonic() - t0:.0f} s)", flush=True)
     cluster.psql("VACUUM ANALYZE")
     size = int(cluster.psql("SELECT pg_database_size('paycraft')"))
     counts = dict(line.split("|") for line in cluster.psql(
-        "SELECT 'tenants', count(*) FROM tenants UNION ALL SELECT 'products', count(*) FROM products "
-        "UNION ALL SELECT 'api_keys', count(*) FROM api_keys").splitlines())
+        "SELECT 'tenants', count(*) FROM tenants UNION ALL SELECT 'products', count(*) FROM products"
+        ).splitlines())
     return size, counts
 
 

@@ -73,7 +73,7 @@ def main() -> int:
         run(["bash", "scripts/demo.sh"], cwd=REPO)
     site(env)  # warm-up: caches, and proof the host is converged
     api_key = run(["docker", "exec", "paycraft_db", "psql", "-U", "postgres", "-tAc",
-                   "SELECT key FROM api_keys ORDER BY created_at LIMIT 1"]).stdout.strip()
+                   "SELECT api_key_test FROM tenants ORDER BY created_at LIMIT 1"]).stdout.strip()
 
     site_times, manual_times = [], []
     for rep in range(args.reps):

@@ -154,7 +154,7 @@ def main():
     key = json.loads(host_sh(args.host, ["cat", "/etc/paycraft/smoke-user.json"])).get("api_key", "")
     if not key:
         key = host_sh(args.host, ["docker", "exec", "paycraft_db", "psql", "-U", "postgres", "-tAXc",
-                                  "SELECT key FROM api_keys WHERE revoked_at IS NULL LIMIT 1"])
+                                  "SELECT api_key_test FROM tenants WHERE status = 'active' LIMIT 1"])
     headers = {"apikey": anon}
     ops = (
         ("collection", f"upgrade {args.from_version} -> {args.to_version}",

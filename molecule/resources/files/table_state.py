@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 
-TABLES = ["auth.users", "public.tenants", "public.tenant_members", "public.api_keys",
+TABLES = ["auth.users", "public.tenants", "public.tenant_admins",
           "public.products", "public.providers", "public.paywall"]
 
 

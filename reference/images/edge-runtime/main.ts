@@ -81,10 +81,17 @@ function envObject(envVars: unknown): Record<string, string> {
   return out;
 }
 
-async function bootWorker(servicePath: string, envVars: unknown): Promise<UserWorker> {
+// PayCraft's functions import https://deno.land/std/…/http/server.ts and
+// https://esm.sh/… modules; offline, this import map resolves them to the npm
+// packages cached at image build time and to a local `serve` shim. A worker
+// created with its own importMapPath uses that one instead (as upstream does).
+const DEFAULT_IMPORT_MAP = new URL("./import_map.json", import.meta.url).pathname;
+
+async function bootWorker(servicePath: string, envVars: unknown, importMapPath: string): Promise<UserWorker> {
   const port = await freePort();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--no-prompt", WORKER_TS],
+    args: ["run", "--allow-all", "--no-prompt", "--no-config", "--no-lock", "--cached-only",
+      "--import-map", importMapPath, WORKER_TS],
     env: {
       ...Deno.env.toObject(),
       ...envObject(envVars),
@@ -159,7 +166,10 @@ async function create(options: CreateOptions): Promise<UserWorker> {
     } catch { /* a failed boot: try again */ }
     workers.delete(servicePath);
   }
-  const booting = bootWorker(servicePath, options.envVars);
+  const importMapPath = typeof options.importMapPath === "string" && isFile(options.importMapPath)
+    ? options.importMapPath
+    : DEFAULT_IMPORT_MAP;
+  const booting = bootWorker(servicePath, options.envVars, importMapPath);
   workers.set(servicePath, booting);
   booting.catch(() => {
     if (workers.get(servicePath) === booting) workers.delete(servicePath);

@@ -2,8 +2,9 @@
 
 One disposable Docker-in-Docker host (``paycraft-pytest-backup-*``) is installed by ``site.yml`` with the
 reference release v1.0.0 (images loaded into its engine, the release cloned from the controller's
-generated repository). Users sign up through the gateway (GoTrue makes their tenants), then create
-products and API keys through PostgREST, as an app would. Then, through Ansible as an operator runs it:
+generated repository). Users sign up through the gateway, then each provisions an app (a tenant)
+through provision_app and creates products through PostgREST, as the dashboard would. Then, through
+Ansible as an operator runs it:
 
 backup (the cron job installed, the files 0600 in a 0700 directory) -> drill passes, per table ->
 the dump truncated, then one byte flipped: the drill names the file and restores nothing ->
@@ -114,23 +115,19 @@ def psql(live, sql: str) -> str:
 
 
 def write_through_the_stack(live) -> None:
-    """Sign-ups through GoTrue (the trigger makes each tenant), products and API keys through PostgREST."""
+    """Sign-ups through GoTrue, a tenant each through PayCraft's provision_app RPC, products through PostgREST."""
     api, anon = live["api"], live["anon"]
     for i in range(USERS):
         session = signup(api, f"owner{i}-{secrets.token_hex(3)}@example.org", "correct-horse-" + "x" * 8, anon)
         token = session.get("access_token") or session["session"]["access_token"]
         auth = {"apikey": anon, "Authorization": f"Bearer {token}"}
-        tenants = http("GET", f"{api}/rest/v1/tenants?select=id", headers=auth)
-        assert tenants.status == 200 and len(tenants.json_body) == 1, tenants.text
-        tenant = tenants.json_body[0]["id"]
+        app = http("POST", f"{api}/rest/v1/rpc/provision_app", {"p_app_name": f"app {i}"}, headers=auth)
+        assert app.status == 200, app.text
+        tenant = app.json_body["tenant_id"]
         products = [{"tenant_id": tenant, "sku": f"plan-{n}", "name": f"Plan {n} ✓", "price_cents": 100 * n,
                      "metadata": {"tier": n, "features": ["a", "b"][: n % 3]}} for n in range(25)]
         r = http("POST", f"{api}/rest/v1/products", products, headers={**auth, "Prefer": "return=minimal"})
         assert r.status == 201, r.text
-        for mode in ("test", "live"):
-            r = http("POST", f"{api}/rest/v1/rpc/create_api_key", {"p_tenant": tenant, "p_mode": mode,
-                                                                    "p_label": f"{mode} key"}, headers=auth)
-            assert r.status == 200, r.text
 
 
 def newest(live) -> str:
@@ -145,15 +142,15 @@ def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, r
     name, play = live["name"], live["play"]
     def counts():
         return [int(n) for n in psql(live, "SELECT (SELECT count(*) FROM tenants) || ' ' || (SELECT count(*) FROM "
-                                           "products) || ' ' || (SELECT count(*) FROM api_keys) || ' ' || "
+                                           "products) || ' ' || (SELECT count(*) FROM tenant_admins) || ' ' || "
                                            "(SELECT count(*) FROM auth.users)").split()]
 
     before = counts()  # site.yml's smoke test signed up a user of its own
     write_through_the_stack(live)
-    tenants, products, keys, users = counts()
-    # each sign-up's trigger makes a default test key; the app made two more
-    assert [tenants, products, keys, users] == [before[0] + USERS, before[1] + USERS * 25, before[2] + USERS * 3,
-                                                before[3] + USERS]
+    tenants, products, admins, users = counts()
+    # each user provisioned one app: one tenant, its owner row
+    assert [tenants, products, admins, users] == [before[0] + USERS, before[1] + USERS * 25, before[2] + USERS,
+                                                  before[3] + USERS]
 
     # --- a backup now; the cron job installed (no systemd in this host)
     rc, out = play("backup.yml")
@@ -170,7 +167,7 @@ def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, r
     manifest = json.loads(sh(name, f"cat {BACKUPS}/{first}/manifest.json").stdout)
     assert manifest["kind"] == "backup" and manifest["version"] == "v1.0.0"
     assert manifest["tables"]["public.products"]["rows"] == products
-    assert manifest["tables"]["public.api_keys"]["rows"] == keys
+    assert manifest["tables"]["public.tenant_admins"]["rows"] == admins
     assert manifest["tables"]["auth.users"]["rows"] == users
     # the volume is not where the backups are
     assert sh(name, "docker volume inspect selfhost_paycraft-db --format '{{.Mountpoint}}'").stdout.strip() \

@@ -46,9 +46,9 @@ CONTAINERS = {
 PROJECT = "selfhost"
 # The runbook's host ports, inside the DinD host (reached through host.url(port)).
 API_PORT, DB_PORT, DASHBOARD_PORT = 54321, 54322, 3000
-MIGRATIONS_V1_0_0 = 15
-MIGRATIONS_V1_1_0 = 19
-MIGRATIONS_V1_1_4 = 21  # v1.1.0 + 070_webhook_secrets, 071_webhook_events
+MIGRATIONS_V1_0_0 = 12
+MIGRATIONS_V1_1_0 = 16
+MIGRATIONS_V1_1_4 = 18  # v1.1.0 + 070_webhook_secrets, 071_webhook_events
 
 
 def run(cmd, cwd=None, env=None, check=True, timeout=600, stdin=None) -> subprocess.CompletedProcess:

@@ -565,6 +565,73 @@ def test_edge_runtime_routes_to_functions(net, tmp_path):
     assert (status, body) == (404, {"message": "Function not found"})
 
 
+PAYCRAFT_SHAPED_TS = """\
+import { serve } from "https://deno.land/std@0.177.0/http/server.ts";
+import Stripe from "https://esm.sh/stripe@14.0.0?target=deno";
+import { createClient } from "https://esm.sh/@supabase/supabase-js@2";
+import { shared } from "../_shared/shared.ts";
+
+const stripe = new Stripe("sk_test_unused", { apiVersion: "2023-10-16", httpClient: Stripe.createFetchHttpClient() });
+const provider = Stripe.createSubtleCryptoProvider();
+
+serve(async (req: Request) => {
+  const raw = await req.text();
+  let verified = null;
+  try {
+    const event = await stripe.webhooks.constructEventAsync(raw, req.headers.get("stripe-signature") ?? "",
+      "whsec_reference", 300, provider);
+    verified = event.id;
+  } catch (e) {
+    verified = "refused: " + (e instanceof Error ? e.message : String(e)).slice(0, 40);
+  }
+  // nothing listens on 127.0.0.1:9: supabase-js answers with an error object, not a throw
+  const { error } = await createClient("http://127.0.0.1:9", "key").rpc("resolve_tenant", { p_api_key: "x" });
+  return Response.json({ shared: shared(), verified, rpcError: Boolean(error) });
+});
+"""
+
+UNMAPPED_TS = """\
+import { decode } from "https://deno.land/std@0.177.0/encoding/base64.ts";
+Deno.serve(() => new Response(String(decode)));
+"""
+
+
+def test_edge_runtime_resolves_paycraft_imports_offline(net, tmp_path):
+    """PayCraft's functions import deno.land/std and esm.sh by URL and ../_shared/ by path: the import map
+    sends the URLs to the npm packages cached at build time (no network is needed, --cached-only)."""
+    import hashlib
+    import hmac
+
+    root = functions_dir(tmp_path)
+    for name, text in (("paycraft", PAYCRAFT_SHAPED_TS), ("unmapped", UNMAPPED_TS)):
+        (root / name).mkdir()
+        (root / name / "index.ts").write_text(text)
+    (root / "_shared").mkdir()
+    (root / "_shared" / "shared.ts").write_text('export const shared = (): string => "from _shared";\n')
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    edge = net.run("edge", image("edge-runtime"), "start", "--main-service", "/home/deno/functions/main",
+                   publish=9000, volumes=(f"{root}:/home/deno/functions:ro",))
+    base = f"http://127.0.0.1:{host_port(edge, 9000)}"
+    wait_for(lambda: answers(base + "/"), timeout=60, what=f"the edge runtime to listen\n{logs(edge)[-2000:]}")
+
+    raw = json.dumps({"id": "evt_offline", "object": "event"}).encode()
+    t = int(time.time())
+    sig = hmac.new(b"whsec_reference", f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    req = urllib.request.Request(base + "/paycraft", data=raw, method="POST",  # noqa: S310 - local URL
+                                 headers={"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - local URL
+        body = json.loads(resp.read())
+    assert body == {"shared": "from _shared", "verified": "evt_offline", "rpcError": True}, logs(edge)[-2000:]
+    status, _, body = http("POST", base + "/paycraft", {"id": "evt_forged"})
+    assert status == 200 and body["verified"].startswith("refused"), body
+
+    # a URL the map does not cover fails to boot, loudly, instead of reaching out
+    status, _, body = http("GET", base + "/unmapped")
+    assert status == 500, body
+    assert "deno.land/std@0.177.0/encoding/base64.ts" in logs(edge)
+
+
 def test_edge_runtime_without_main_exits(net, tmp_path):
     root = functions_dir(tmp_path, with_main=False)
     proc = docker("run", "--rm", "--name", f"{net.name}-nomain", "--network", net.name,

@@ -3,8 +3,9 @@
 * Without Docker (``postgres``): the generated repository (deterministic,
   idempotent), generate-keys.sh, and the release's migrations applied by its
   own migrations-bootstrap.sh to a database bootstrapped like the db image:
-  tenancy on signup, RLS, the SuiteConfig RPC, the v1.1.0 upgrade and the
-  broken migration of v1.1.1.
+  PayCraft's tenancy contracts (provision_app, provision_tenant,
+  resolve_tenant, rotate_api_key, tenant_admins and the RLS around them), the
+  v1.1.0 upgrade and the broken migration of v1.1.1.
 * With Docker (``docker``): the runbook by hand on v1.0.0 — images built,
   repository cloned by ``file://``, ``.env`` from openssl, ``docker compose
   up``, the release's migrations-bootstrap.sh, then the request path
@@ -101,9 +102,16 @@ def test_v1_0_0_layout(origin, tmp_path):
         assert os.access(selfhost / name, os.X_OK), f"{name} is not executable"
     migrations = sorted(p.name for p in (clone / "server" / "migrations").glob("*.sql"))
     assert len(migrations) == MIGRATIONS_V1_0_0
-    assert "030_create_tenants_trigger.sql" in migrations
-    assert (clone / "supabase" / "functions" / "main" / "index.ts").is_file()
-    assert (clone / "supabase" / "functions" / "config" / "index.ts").is_file()
+    assert {"014_tenants.sql", "015_resolve_tenant.sql", "018_dashboard_auth.sql", "023_tenant_provisioning.sql",
+            "040_tenants_rls_select_policy.sql", "048_multi_app_tenant_admins.sql"} <= set(migrations)
+    functions = clone / "supabase" / "functions"
+    assert (functions / "main" / "index.ts").is_file()
+    config = (functions / "config" / "index.ts").read_text()
+    # PayCraft's import shapes: std's serve and supabase-js by URL, helpers from ../_shared/
+    assert 'from "https://deno.land/std@0.208.0/http/server.ts"' in config
+    assert 'from "https://esm.sh/@supabase/supabase-js@2"' in config
+    assert 'from "../_shared/respond.ts"' in config and (functions / "_shared" / "respond.ts").is_file()
+    assert '"resolve_tenant"' in config
     pkg = json.loads((clone / "dashboard" / "package.json").read_text())
     assert set(pkg["scripts"]) >= {"build", "start"}
     assert not pkg.get("dependencies") and not pkg.get("devDependencies")
@@ -168,6 +176,16 @@ def new_user(conn, email):
                  (email,), role="supabase_auth_admin")[0][0]
 
 
+def as_user(uid):
+    """A signed-in user's request: PostgREST's role and JWT claims."""
+    return {"role": "authenticated", "claims": {"sub": str(uid), "role": "authenticated"}}
+
+
+def provision_app(conn, uid, name):
+    """What the dashboard does after a signup: POST /rest/v1/rpc/provision_app with the user's session."""
+    return query(conn, "SELECT public.provision_app(%s)", (name,), **as_user(uid))[0][0]
+
+
 @pytest.mark.postgres
 def test_v1_0_0_migrations_apply_once_with_the_release_script(origin, tmp_path, supa_db):
     clone = clone_release(origin, tmp_path / "paycraft", "v1.0.0")
@@ -187,66 +205,115 @@ def test_v1_0_0_migrations_apply_once_with_the_release_script(origin, tmp_path, 
     assert ledger == applied
     tables = {r[0] for r in query(conn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                                         "AND rowsecurity")}
-    assert tables == {"tenants", "tenant_members", "api_keys", "products", "providers", "paywall"}
+    assert tables == {"tenants", "tenant_admins", "products", "providers", "paywall"}
+    # PayCraft has neither an api_keys table nor a tenancy trigger on auth.users
+    assert query(conn, "SELECT to_regclass('public.api_keys')") == [(None,)]
+    assert query(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass "
+                       "AND NOT tgisinternal") == [(0,)]
+    # PayCraft's signatures, exactly
+    signatures = dict(query(conn, "SELECT p.proname, pg_get_function_identity_arguments(p.oid) || ' -> ' || "
+                                  "pg_get_function_result(p.oid) FROM pg_proc p "
+                                  "WHERE p.pronamespace = 'public'::regnamespace AND p.proname = ANY(%s)",
+                            (["resolve_tenant", "provision_tenant", "provision_app", "rotate_api_key",
+                              "tenant_admins_list_for_user"],)))
+    assert signatures == {
+        "resolve_tenant": "p_api_key text -> uuid",
+        "provision_tenant": "p_user_id uuid, p_app_name text, p_email text -> jsonb",
+        "provision_app": "p_app_name text -> jsonb",
+        "rotate_api_key": "p_user_id uuid, p_mode text -> jsonb",
+        "tenant_admins_list_for_user": " -> TABLE(tenant_id uuid, role text)",
+    }
     # the ledger is not API surface
     with pytest.raises(Exception, match="permission denied"):
         query(conn, "SELECT * FROM _paycraft_migrations", role="authenticated")
 
 
 @pytest.mark.postgres
-def test_signup_tenancy_rls_and_suite_config(origin, tmp_path, supa_db):
+def test_provisioning_keys_and_rls(origin, tmp_path, supa_db):
     import psycopg2
 
     clone = clone_release(origin, tmp_path / "paycraft", "v1.0.0")
     migrations_bootstrap(clone / "infra" / "selfhost", supa_db)
     conn = connect(supa_db)
     alice, bob = new_user(conn, "alice@acme.test"), new_user(conn, "bob@other.test")
+    # a signup alone makes no tenant: the dashboard provisions one
+    assert query(conn, "SELECT count(*) FROM tenants") == [(0,)]
 
-    members = query(conn, "SELECT user_id, role, tenant_id FROM tenant_members ORDER BY created_at")
-    assert [(str(u), r) for u, r, _ in members] == [(str(alice), "owner"), (str(bob), "owner")]
-    assert members[0][2] != members[1][2], "each signup gets its own tenant"
+    app = provision_app(conn, alice, "Alice App")
+    tenant = app["tenant_id"]
+    assert set(app) == {"tenant_id", "name", "api_key_test", "api_key_live", "webhook_url"}
+    assert app["name"] == "Alice App"
+    assert re.fullmatch(r"pk_test_[0-9a-f]{48}", app["api_key_test"])
+    assert re.fullmatch(r"pk_live_[0-9a-f]{48}", app["api_key_live"])
+    assert app["webhook_url"] == f"/functions/v1/stripe-webhook/{tenant}"
+    row = query(conn, "SELECT owner_email, status, plan, webhook_secret_test, webhook_secret_live FROM tenants")
+    assert row[0][:3] == ("alice@acme.test", "active", "free")
+    assert re.fullmatch(r"whsec_test_[0-9a-f]{48}", row[0][3]) and re.fullmatch(r"whsec_live_[0-9a-f]{48}", row[0][4])
+    assert query(conn, "SELECT user_id, role FROM tenant_admins WHERE tenant_id = %s", (tenant,)) == [(alice, "owner")]
+    with pytest.raises(psycopg2.errors.RaiseException, match="unauthenticated"):
+        query(conn, "SELECT public.provision_app('anon app')", role="anon")
 
-    # the owner reads its own key through RLS, as GET /rest/v1/api_keys?select=key does
-    alice_keys = query(conn, "SELECT key, tenant_id FROM api_keys", role="authenticated",
-                       claims={"sub": str(alice), "role": "authenticated"})
-    assert len(alice_keys) == 1
-    key, tenant = alice_keys[0]
-    assert re.fullmatch(r"pk_test_[0-9a-f]{32}", key)
-    assert str(tenant) == str(members[0][2])
-    assert query(conn, "SELECT key FROM api_keys", role="anon") == []
-    assert query(conn, "SELECT count(*) FROM tenants", role="authenticated",
-                 claims={"sub": str(bob), "role": "authenticated"}) == [(1,)]
+    # provision_tenant: the older RPC, idempotent per user
+    bobs = query(conn, "SELECT public.provision_tenant(%s, 'Bob App', 'bob@other.test')", (bob,), **as_user(bob))[0][0]
+    assert set(bobs) == {"tenant_id", "api_key_test", "api_key_live", "webhook_url"}
+    again = query(conn, "SELECT public.provision_tenant(%s, 'Bob App 2', 'bob@other.test')", (bob,),
+                  **as_user(bob))[0][0]
+    assert again == bobs
+    assert query(conn, "SELECT count(*) FROM tenant_admins WHERE user_id = %s", (bob,)) == [(1,)]
 
-    config = query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")[0][0]
-    assert config["tenant_id"] == f"tenant-{tenant}"
-    assert config["products"] == [] and config["providers"] == []
-    assert config["paywall"]["layout"] == "default"
-    assert config["cache_ttl_seconds"] == 3600
+    # RLS: each admin reads its own tenant (keys included) and its own tenant_admins rows; anon nothing
+    assert query(conn, "SELECT id, api_key_test FROM tenants", **as_user(alice)) == [(tenant, app["api_key_test"])]
+    assert query(conn, "SELECT id FROM tenants", **as_user(bob)) == [(bobs["tenant_id"],)]
+    assert query(conn, "SELECT id FROM tenants", role="anon") == []
+    assert query(conn, "SELECT user_id FROM tenant_admins", **as_user(alice)) == [(alice,)]
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security"):
+        query(conn, "INSERT INTO tenants (name, api_key_test, api_key_live, owner_email) "
+                    "VALUES ('x', 'pk_test_00', 'pk_live_00', 'x@x')", **as_user(alice))
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security"):
+        query(conn, "INSERT INTO tenant_admins (tenant_id, user_id, role) VALUES (%s, %s, 'admin')",
+              (tenant, bob), **as_user(bob))
 
-    # products and providers of the tenant show up; disabled/inactive ones do not
-    query(conn, "INSERT INTO products (tenant_id, sku, name, price_cents) VALUES (%s, 'pro.monthly', 'Pro', 499), "
-                "(%s, 'old', 'Old', 1)", (tenant, tenant))
-    query(conn, "UPDATE products SET active = false WHERE sku = 'old'")
-    query(conn, "INSERT INTO providers (tenant_id, kind, enabled, config) VALUES "
-                "(%s, 'stripe', true, '{\"publishable_key\": \"pk_test_x\"}'), (%s, 'razorpay', false, '{}')",
-          (tenant, tenant))
-    config = query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")[0][0]
-    assert [p["sku"] for p in config["products"]] == ["pro.monthly"]
-    assert [p["kind"] for p in config["providers"]] == ["stripe"]
+    # a second app of the same account: a second tenant
+    second = provision_app(conn, alice, "Alice Second")
+    assert second["tenant_id"] != tenant
+    listed = query(conn, "SELECT tenant_id, role FROM public.tenant_admins_list_for_user()", **as_user(alice))
+    assert sorted(listed) == sorted([(tenant, "owner"), (second["tenant_id"], "owner")])
+
+    # resolve_tenant: either key of an active tenant; NULL for no key; an exception otherwise
+    for role in ("service_role", "anon"):
+        for key in (app["api_key_test"], app["api_key_live"]):
+            assert query(conn, "SELECT public.resolve_tenant(%s)", (key,), role=role) == [(tenant,)]
+    assert query(conn, "SELECT public.resolve_tenant('')", role="service_role") == [(None,)]
+    for bad in ("pk_test_" + "0" * 48, "garbage"):
+        with pytest.raises(psycopg2.errors.RaiseException, match="Invalid or inactive API key"):
+            query(conn, "SELECT public.resolve_tenant(%s)", (bad,), role="service_role")
+    query(conn, "UPDATE tenants SET status = 'suspended' WHERE id = %s", (second["tenant_id"],))
+    with pytest.raises(psycopg2.errors.RaiseException, match="Invalid or inactive API key"):
+        query(conn, "SELECT public.resolve_tenant(%s)", (second["api_key_test"],), role="service_role")
+
+    # rotate_api_key: a new key of the mode; the old one resolves no more
+    rotated = query(conn, "SELECT public.rotate_api_key(%s, 'test')", (bob,), **as_user(bob))[0][0]
+    assert rotated["mode"] == "test" and re.fullmatch(r"pk_test_[0-9a-f]{48}", rotated["new_key"])
+    assert query(conn, "SELECT public.resolve_tenant(%s)", (rotated["new_key"],),
+                 role="service_role") == [(bobs["tenant_id"],)]
+    with pytest.raises(psycopg2.errors.RaiseException):
+        query(conn, "SELECT public.resolve_tenant(%s)", (bobs["api_key_test"],), role="service_role")
+    assert query(conn, "SELECT public.rotate_api_key(%s, 'test')", (str(uuid.uuid4()),),
+                 **as_user(bob))[0][0] == {"error": "unauthorized"}
+    assert "error" in query(conn, "SELECT public.rotate_api_key(%s, 'prod')", (bob,), **as_user(bob))[0][0]
+
+    # products and providers: the tenant's admins write and read them, nobody else
+    query(conn, "INSERT INTO products (tenant_id, sku, name, price_cents) VALUES (%s, 'pro.monthly', 'Pro', 499)",
+          (tenant,), **as_user(alice))
+    assert query(conn, "SELECT sku FROM products", **as_user(alice)) == [("pro.monthly",)]
+    assert query(conn, "SELECT sku FROM products", **as_user(bob)) == []
+    assert query(conn, "SELECT sku FROM products", role="anon") == []
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security"):
+        query(conn, "INSERT INTO products (tenant_id, sku, name, price_cents) VALUES (%s, 'x', 'X', 1)",
+              (tenant,), **as_user(bob))
     with pytest.raises(psycopg2.errors.CheckViolation):
         query(conn, "INSERT INTO providers (tenant_id, kind, config) VALUES (%s, 'custom', "
                     "'{\"secret_key\": \"sk_live_x\"}')", (tenant,))
-
-    # unknown, malformed and revoked keys raise; only service_role may call it
-    for bad in ("pk_test_" + "0" * 32, "nope"):
-        with pytest.raises(psycopg2.errors.RaiseException, match="invalid_apiKey"):
-            query(conn, "SELECT public.get_suite_config(%s)", (bad,), role="service_role")
-    for role in ("anon", "authenticated"):
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
-            query(conn, "SELECT public.get_suite_config(%s)", (key,), role=role)
-    query(conn, "UPDATE api_keys SET revoked_at = now() WHERE key = %s", (key,))
-    with pytest.raises(psycopg2.errors.RaiseException, match="invalid_apiKey"):
-        query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")
 
 
 @pytest.mark.postgres
@@ -258,26 +325,26 @@ def test_upgrade_to_v1_1_0_backfills_and_v1_1_1_fails_part_way(origin, tmp_path,
     migrations_bootstrap(selfhost, supa_db)
     conn = connect(supa_db)
     owner = new_user(conn, "owner@eu.test")
-    tenant, key = query(conn, "SELECT k.tenant_id, k.key FROM api_keys k JOIN tenant_members m USING (tenant_id) "
-                              "WHERE m.user_id = %s", (owner,))[0]
+    tenant = provision_app(conn, owner, "EU App")["tenant_id"]
     query(conn, "INSERT INTO products (tenant_id, sku, name, price_cents, metadata) VALUES "
                 "(%s, 'pro', 'Pro', 999, '{\"currency\": \"eur\"}'), (%s, 'lite', 'Lite', 199, '{}')",
           (tenant, tenant))
-    query(conn, "UPDATE paywall SET config = config || '{\"trial_days\": 7}' WHERE tenant_id = %s", (tenant,))
+    query(conn, "INSERT INTO paywall (tenant_id, config) VALUES (%s, '{\"trial_days\": 7}')", (tenant,))
+    created = query(conn, "SELECT created_at FROM tenants WHERE id = %s", (tenant,))[0][0]
 
     checkout(clone, "v1.1.0")
     up = migrations_bootstrap(selfhost, supa_db)
     assert summary(up.stdout) == (MIGRATIONS_V1_1_0 - MIGRATIONS_V1_0_0, MIGRATIONS_V1_0_0)
     assert query(conn, "SELECT default_currency FROM tenants WHERE id = %s", (tenant,)) == [("EUR",)]
     assert query(conn, "SELECT sku, currency FROM products ORDER BY sku") == [("lite", "EUR"), ("pro", "EUR")]
-    config = query(conn, "SELECT public.get_suite_config(%s)", (key,), role="service_role")[0][0]
-    assert config["schema_version"] == 2 and config["currency"] == "EUR"
-    assert config["features"]["trials"] is True
-    assert {p["currency"] for p in config["products"]} == {"EUR"}
+    assert query(conn, "SELECT features ->> 'trials' FROM paywall WHERE tenant_id = %s", (tenant,)) == [("true",)]
+    # 053 (PayCraft's 065): the keys' rotation times, backfilled with the tenant's creation
+    assert query(conn, "SELECT api_key_test_rotated_at, api_key_live_rotated_at FROM tenants WHERE id = %s",
+                 (tenant,)) == [(created, created)]
     # a tenant created after the upgrade gets the defaults
     later = new_user(conn, "later@us.test")
-    assert query(conn, "SELECT t.default_currency FROM tenants t JOIN tenant_members m ON m.tenant_id = t.id "
-                       "WHERE m.user_id = %s", (later,)) == [("USD",)]
+    later_tenant = provision_app(conn, later, "US App")["tenant_id"]
+    assert query(conn, "SELECT default_currency FROM tenants WHERE id = %s", (later_tenant,)) == [("USD",)]
 
     checkout(clone, "v1.1.1-broken-migration")
     before = query(conn, "SELECT version FROM _paycraft_migrations ORDER BY version")
@@ -307,10 +374,9 @@ def test_v1_1_4_webhook_secrets_rls_and_rpcs(origin, tmp_path, supa_db):
     assert summary(up.stdout) == (MIGRATIONS_V1_1_4, 0)
     conn = connect(supa_db)
     alice, bob = new_user(conn, "alice@hooks.test"), new_user(conn, "bob@hooks.test")
-    as_alice = {"role": "authenticated", "claims": {"sub": str(alice), "role": "authenticated"}}
-    as_bob = {"role": "authenticated", "claims": {"sub": str(bob), "role": "authenticated"}}
-    tenant = query(conn, "SELECT tenant_id FROM tenant_members WHERE user_id = %s", (alice,))[0][0]
-    bob_tenant = query(conn, "SELECT tenant_id FROM tenant_members WHERE user_id = %s", (bob,))[0][0]
+    as_alice, as_bob = as_user(alice), as_user(bob)
+    tenant = provision_app(conn, alice, "Alice Hooks")["tenant_id"]
+    bob_tenant = provision_app(conn, bob, "Bob Hooks")["tenant_id"]
 
     # the owner writes its tenant's secret (what POST /rest/v1/webhook_secrets does) ...
     query(conn, "INSERT INTO webhook_secrets (tenant_id, provider, secret) VALUES (%s, 'stripe', %s)",
@@ -381,41 +447,56 @@ def test_postgres_healthy_and_migrations_applied(stack, tmp_path):
     assert ledger == str(MIGRATIONS_V1_0_0)
 
 
+def provisioned(api: str, anon: str, who: str) -> tuple[dict, dict]:
+    """Sign up, then provision an app as PayCraft's dashboard does: (the user's headers, provision_app's answer)."""
+    session = signup(api, f"{who}-{uuid.uuid4().hex[:8]}@acme.test", "correct horse battery", anon)
+    auth = {"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}
+    r = http("POST", f"{api}/rest/v1/rpc/provision_app", {"p_app_name": f"{who} app"}, headers=auth)
+    assert r.status == 200, r.text
+    return auth, r.json_body
+
+
 @pytest.mark.docker
-def test_signup_then_config_through_kong(stack):
+def test_signup_provision_app_then_config_through_kong(stack):
     api = stack["api"]
     functions_ready(stack)
     anon = stack["env"]["PAYCRAFT_ANON_KEY"]
-    session = signup(api, f"owner-{uuid.uuid4().hex[:8]}@acme.test", "correct horse battery", anon)
-    token = session["access_token"]
-    auth = {"apikey": anon, "Authorization": f"Bearer {token}"}
-    keys = http("GET", f"{api}/rest/v1/api_keys?select=key", headers=auth)
-    assert keys.status == 200, keys.text
-    assert len(keys.json_body) == 1
-    key = keys.json_body[0]["key"]
-    assert re.fullmatch(r"pk_test_[0-9a-f]{32}", key)
-    members = http("GET", f"{api}/rest/v1/tenant_members?select=tenant_id,role", headers=auth)
-    assert members.status == 200 and len(members.json_body) == 1
-    assert members.json_body[0]["role"] == "owner"
+    auth, app = provisioned(api, anon, "owner")
+    key = app["api_key_test"]
+    assert re.fullmatch(r"pk_test_[0-9a-f]{48}", key)
+    assert app["webhook_url"] == f"/functions/v1/stripe-webhook/{app['tenant_id']}"
+    # the owner reads its tenant under RLS, as the dashboard's settings page does
+    tenants = http("GET", f"{api}/rest/v1/tenants?select=id,api_key_test,api_key_live", headers=auth)
+    assert tenants.status == 200 and tenants.json_body == [
+        {"id": app["tenant_id"], "api_key_test": key, "api_key_live": app["api_key_live"]}]
+    admins = http("GET", f"{api}/rest/v1/tenant_admins?select=tenant_id,role", headers=auth)
+    assert admins.json_body == [{"tenant_id": app["tenant_id"], "role": "owner"}]
 
-    r = http("GET", f"{api}/functions/v1/config?apiKey={key}")
-    assert r.status == 200, r.text
-    assert r.headers.get("content-type", "").startswith("application/json")
-    cfg = r.json_body
-    assert set(cfg) >= {"tenant_id", "products", "providers", "paywall", "cache_ttl_seconds"}
-    assert cfg["tenant_id"] == f"tenant-{members.json_body[0]['tenant_id']}"
-    assert cfg["cache_ttl_seconds"] == 3600
+    for k in (key, app["api_key_live"]):
+        r = http("GET", f"{api}/functions/v1/config?apiKey={k}")
+        assert r.status == 200, r.text
+        assert r.headers.get("content-type", "").startswith("application/json")
+        assert r.headers.get("cache-control") == "private, max-age=3600"
+        cfg = r.json_body
+        assert set(cfg) >= {"tenant_id", "plan", "products", "providers", "paywall", "locale", "cache_ttl_seconds"}
+        assert cfg["tenant_id"] == app["tenant_id"]
+        assert cfg["cache_ttl_seconds"] == 3600 and cfg["plan"] == "free"
 
-    # a second account cannot see the first one's key (RLS) and has its own tenant
-    other = signup(api, f"other-{uuid.uuid4().hex[:8]}@acme.test", "another long password", anon)
-    other_keys = http("GET", f"{api}/rest/v1/api_keys?select=key",
-                      headers={"apikey": anon, "Authorization": f"Bearer {other['access_token']}"})
-    assert other_keys.status == 200 and [k["key"] for k in other_keys.json_body] != [key]
-    assert len(other_keys.json_body) == 1
-    # anon sees nothing
-    anon_keys = http("GET", f"{api}/rest/v1/api_keys?select=key", headers={"apikey": anon,
-                                                                          "Authorization": f"Bearer {anon}"})
-    assert anon_keys.status == 200 and anon_keys.json_body == []
+    # a product the owner adds through rest shows up in the SuiteConfig
+    w = http("POST", f"{api}/rest/v1/products", {"tenant_id": app["tenant_id"], "sku": "pro.monthly",
+                                                  "name": "Pro", "price_cents": 499}, headers=auth)
+    assert w.status == 201, w.text
+    r = http("GET", f"{api}/functions/v1/config?apiKey={key}", headers={"Accept-Language": "en-IN"})
+    assert [p["sku"] for p in r.json_body["products"]] == ["pro.monthly"] and r.json_body["locale"] == "IN"
+
+    # a second account sees its own tenant only; anon sees none
+    other_auth, other = provisioned(api, anon, "other")
+    seen = http("GET", f"{api}/rest/v1/tenants?select=id", headers=other_auth)
+    assert seen.json_body == [{"id": other["tenant_id"]}]
+    assert http("GET", f"{api}/rest/v1/products?select=sku", headers=other_auth).json_body == []
+    anon_seen = http("GET", f"{api}/rest/v1/tenants?select=id", headers={"apikey": anon,
+                                                                        "Authorization": f"Bearer {anon}"})
+    assert anon_seen.status == 200 and anon_seen.json_body == []
 
 
 @pytest.mark.docker
@@ -423,8 +504,10 @@ def test_config_errors_and_unknown_function(stack):
     api = stack["api"]
     functions_ready(stack)
     r = http("GET", f"{api}/functions/v1/config")
-    assert (r.status, r.json_body["error"]) == (400, "missing_apiKey")
-    r = http("GET", f"{api}/functions/v1/config?apiKey=pk_test_{'0' * 32}")
+    assert (r.status, r.json_body) == (400, {"error": "missing_apiKey"})
+    r = http("POST", f"{api}/functions/v1/config?apiKey=pk_test_x", {})
+    assert (r.status, r.text) == (405, "Method not allowed")
+    r = http("GET", f"{api}/functions/v1/config?apiKey=pk_test_{'0' * 48}")
     assert (r.status, r.json_body) == (401, {"error": "invalid_apiKey"})
     r = http("GET", f"{api}/functions/v1/config?apiKey=garbage")
     assert (r.status, r.json_body) == (401, {"error": "invalid_apiKey"})
@@ -436,13 +519,15 @@ def test_config_errors_and_unknown_function(stack):
 
 @pytest.mark.docker
 def test_service_key_signed_with_another_secret_fails(stack):
+    """PayCraft's config function answers 401 invalid_apiKey whatever made resolve_tenant fail: a
+    service role key signed with another secret looks like an unknown SDK key from outside. The
+    reference says why in the edge runtime's log (PGRST301 from rest)."""
     api = stack["api"]
     functions_ready(stack)
     selfhost = stack["selfhost"]
     anon = stack["env"]["PAYCRAFT_ANON_KEY"]
-    session = signup(api, f"keys-{uuid.uuid4().hex[:8]}@acme.test", "yet another password", anon)
-    key = http("GET", f"{api}/rest/v1/api_keys?select=key",
-               headers={"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}).json_body[0]["key"]
+    _, app = provisioned(api, anon, "keys")
+    key = app["api_key_test"]
     now = int(time.time())
     wrong = jwt.encode({"role": "service_role", "iss": "supabase", "iat": now, "exp": now + 3600},
                        "a-different-secret-" + uuid.uuid4().hex, algorithm="HS256")
@@ -454,12 +539,10 @@ def test_service_key_signed_with_another_secret_fails(stack):
         compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
         r = wait_http(f"{api}/functions/v1/config?apiKey={key}", ok=lambda r: r.status not in (502, 503, 504),
                       timeout=120, what="the recreated edge runtime")
-        assert r.status == 401, r.text
-        assert r.json_body["error"] == "service_role_key_rejected"
-        assert "PAYCRAFT_JWT_SECRET" in r.json_body["message"]
-        assert "generate-keys.sh" in r.json_body["message"]
+        assert (r.status, r.json_body) == (401, {"error": "invalid_apiKey"}), r.text
+        assert "config: resolve_tenant failed: PGRST301" in logs(stack["host"], CONTAINERS["edge-runtime"])
         # rest itself says why, as PostgREST does
-        direct = http("POST", f"{api}/rest/v1/rpc/get_suite_config", {"p_api_key": key},
+        direct = http("POST", f"{api}/rest/v1/rpc/resolve_tenant", {"p_api_key": key},
                       headers={"apikey": wrong, "Authorization": f"Bearer {wrong}"})
         assert direct.status == 401
     finally:
@@ -467,7 +550,7 @@ def test_service_key_signed_with_another_secret_fails(stack):
         compose(stack["host"], selfhost, "up", "-d", "--no-deps", "--force-recreate", "edge-runtime")
     r = wait_http(f"{api}/functions/v1/config?apiKey={key}", ok=lambda r: r.status == 200, timeout=120,
                   what="the edge runtime with the right key again")
-    assert r.json_body["tenant_id"].startswith("tenant-")
+    assert r.json_body["tenant_id"] == app["tenant_id"]
 
 
 @pytest.mark.docker
@@ -501,9 +584,8 @@ def test_later_tags_on_the_running_stack(stack):
     selfhost = stack["selfhost"]
     clone = selfhost.parent.parent
     anon = stack["env"]["PAYCRAFT_ANON_KEY"]
-    session = signup(api, f"upgrade-{uuid.uuid4().hex[:8]}@acme.test", "upgrade password", anon)
-    key = http("GET", f"{api}/rest/v1/api_keys?select=key",
-               headers={"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}).json_body[0]["key"]
+    _, app = provisioned(api, anon, "upgrade")
+    key = app["api_key_test"]
 
     # runbook section 8 on v1.1.0
     checkout(clone, "v1.1.0")
@@ -586,9 +668,8 @@ def test_v1_1_4_webhooks_on_the_running_stack(stack):
     # two tenants, each with its own Stripe secret; the first also with a Razorpay one (set by the owner)
     secrets = {}
     for who in ("first", "second"):
-        session = signup(api, f"hooks-{who}-{uuid.uuid4().hex[:8]}@acme.test", "webhook password", anon)
-        auth = {"apikey": anon, "Authorization": f"Bearer {session['access_token']}"}
-        tenant = http("GET", f"{api}/rest/v1/tenant_members?select=tenant_id", headers=auth).json_body[0]["tenant_id"]
+        auth, app = provisioned(api, anon, f"hooks-{who}")
+        tenant = app["tenant_id"]
         secrets[who] = {"tenant": tenant, "auth": auth, "stripe": "whsec_" + uuid.uuid4().hex,
                         "razorpay": uuid.uuid4().hex}
         rows = [{"tenant_id": tenant, "provider": "stripe", "secret": secrets[who]["stripe"]}]
@@ -622,29 +703,39 @@ def test_v1_1_4_webhooks_on_the_running_stack(stack):
     assert body == {"received": True, "provider": "stripe", "event_id": event_id, "type": "invoice.paid",
                     "duplicate": False}
     assert post_raw(stripe_url, raw, {"Stripe-Signature": good})[1]["duplicate"] is True
-    # the second tenant's secret, with a stale v1= from a rolled secret first; narrowed by ?tenant= too
+    # the second tenant's secret, with a stale v1= from a rolled secret first; narrowed by the
+    # per-tenant path provision_app hands out (/functions/v1/stripe-webhook/<tenant_id>)
     other = json.dumps({"id": event_id, "type": "charge.succeeded"}).encode()
     rolled = stripe_header(secrets["second"]["stripe"], other, extra="v1=" + "ab" * 32 + ",")
     assert post_raw(stripe_url, other, {"Stripe-Signature": rolled}) == (200, {
         "received": True, "provider": "stripe", "event_id": event_id, "type": "charge.succeeded",
         "duplicate": False})
-    wrong_tenant = post_raw(f"{stripe_url}?tenant={secrets['second']['tenant']}", raw, {"Stripe-Signature": good})
+    wrong_tenant = post_raw(f"{stripe_url}/{secrets['second']['tenant']}", raw, {"Stripe-Signature": good})
     assert wrong_tenant[0] == 400 and wrong_tenant[1]["error"] == "invalid_signature"
+    assert post_raw(f"{stripe_url}/not-a-tenant", raw, {"Stripe-Signature": good})[1]["error"] == "invalid_tenant"
+    late = json.dumps({"id": event_id + "_2", "type": "invoice.paid"}).encode()
+    status, body = post_raw(f"{stripe_url}/{first['tenant']}", late,
+                            {"Stripe-Signature": stripe_header(first["stripe"], late)})
+    assert status == 200 and body["event_id"] == event_id + "_2", body
 
     payment = json.dumps({"entity": "event", "event": "payment.captured", "payload": {}}).encode()
     signature = hmac.new(first["razorpay"].encode(), payment, hashlib.sha256).hexdigest()
     status, body = post_raw(razorpay_url, payment, {"X-Razorpay-Signature": "0" * 64})
     assert (status, body["error"]) == (400, "invalid_signature")
-    status, body = post_raw(razorpay_url, payment, {"X-Razorpay-Signature": signature,
-                                                   "X-Razorpay-Event-Id": "rzp_evt_1"})
+    status, body = post_raw(f"{razorpay_url}/{secrets['second']['tenant']}", payment,
+                            {"X-Razorpay-Signature": signature})
+    assert (status, body["error"]) == (400, "invalid_signature"), "the second tenant has no Razorpay secret"
+    status, body = post_raw(f"{razorpay_url}/{first['tenant']}", payment, {"X-Razorpay-Signature": signature,
+                                                                         "X-Razorpay-Event-Id": "rzp_evt_1"})
     assert status == 200, body
     assert body["received"] is True and body["event_id"] == "rzp_evt_1" and body["type"] == "payment.captured"
 
     # each tenant sees its own deliveries
-    seen = http("GET", f"{api}/rest/v1/webhook_events?select=provider,event_id,event_type&order=provider",
+    seen = http("GET", f"{api}/rest/v1/webhook_events?select=provider,event_id,event_type&order=provider,event_id",
                 headers=first["auth"]).json_body
     assert seen == [{"provider": "razorpay", "event_id": "rzp_evt_1", "event_type": "payment.captured"},
-                    {"provider": "stripe", "event_id": event_id, "event_type": "invoice.paid"}]
+                    {"provider": "stripe", "event_id": event_id, "event_type": "invoice.paid"},
+                    {"provider": "stripe", "event_id": event_id + "_2", "event_type": "invoice.paid"}]
     seen = http("GET", f"{api}/rest/v1/webhook_events?select=event_type", headers=secrets["second"]["auth"])
     assert seen.json_body == [{"event_type": "charge.succeeded"}]
     # the collection's smoke probe passes on the real functions, without an apikey

@@ -79,7 +79,7 @@ def test_defect_1_bootstrap_reports_success_on_nothing(checkout, supa_db):
     assert summary(proc.stdout) == (0, 0)
     assert "apply " not in proc.stdout
     with psycopg2.connect(**supa_db) as conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('public.tenants'), to_regclass('public.api_keys'), "
+        cur.execute("SELECT to_regclass('public.tenants'), to_regclass('public.tenant_admins'), "
                     "(SELECT count(*) FROM _paycraft_migrations)")
         assert cur.fetchone() == (None, None, 0)
 
@@ -103,7 +103,7 @@ def test_stack_defect_1_zero_migrations_and_an_empty_database(upstream_stack):
     assert boot.returncode == 0, boot.stderr
     assert summary(boot.stdout) == (0, 0)
     assert psql(upstream_stack, "SELECT to_regclass('public.tenants') IS NULL "
-                                "AND to_regclass('public.api_keys') IS NULL") == "t"
+                                "AND to_regprocedure('public.provision_app(text)') IS NULL") == "t"
     assert psql(upstream_stack, "SELECT count(*) FROM _paycraft_migrations") == "0"
 
 
@@ -129,7 +129,7 @@ def test_stack_defect_3_rest_route_points_at_nothing(upstream_stack):
     anon = upstream_stack["env"]["PAYCRAFT_ANON_KEY"]
     api = upstream_stack["api"]
     wait_http(f"{api}/auth/v1/health", ok=lambda r: r.status == 200, timeout=60, what="auth behind Kong")
-    r = http("GET", f"{api}/rest/v1/api_keys?select=key", headers={"apikey": anon, "Authorization": f"Bearer {anon}"})
+    r = http("GET", f"{api}/rest/v1/tenants?select=id", headers={"apikey": anon, "Authorization": f"Bearer {anon}"})
     assert r.status == 502, r.text
     assert r.json_body == {"message": "An invalid response was received from the upstream server"}
     names = docker(upstream_stack["host"], "ps", "-a", "--format", "{{.Names}}").stdout.split()

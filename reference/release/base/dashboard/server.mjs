@@ -42,8 +42,9 @@ function page() {
    anon key: ${anonKey ? "configured" : "<strong>missing</strong>"} ·
    version ${escapeHtml(manifest.version)}</p>
 <form id="signup">
-  <h2>Create your tenant</h2>
-  <p>Every new account becomes the <em>owner</em> of a fresh tenant with a test API key.</p>
+  <h2>Create your app</h2>
+  <p>Sign up, name your app: you become the <em>owner</em> of a new tenant with a test and a live SDK key.</p>
+  <input name="app" placeholder="My app" required>
   <input name="email" type="email" placeholder="you@company.com" required>
   <input name="password" type="password" placeholder="password" minlength="6" required>
   <button>Sign up</button>
@@ -58,9 +59,10 @@ document.getElementById("signup").addEventListener("submit", async (e) => {
   const s = await fetch(API + "/auth/v1/signup", { method: "POST", headers: h,
     body: JSON.stringify({ email: f.get("email"), password: f.get("password") }) }).then((r) => r.json());
   if (!s.access_token) { out.textContent = JSON.stringify(s, null, 2); return; }
-  const keys = await fetch(API + "/rest/v1/api_keys?select=key,mode", {
-    headers: { ...h, Authorization: "Bearer " + s.access_token } }).then((r) => r.json());
-  out.textContent = "Your API keys:\\n" + JSON.stringify(keys, null, 2);
+  const app = await fetch(API + "/rest/v1/rpc/provision_app", { method: "POST",
+    headers: { ...h, Authorization: "Bearer " + s.access_token },
+    body: JSON.stringify({ p_app_name: f.get("app") }) }).then((r) => r.json());
+  out.textContent = "Your app and its SDK keys:\\n" + JSON.stringify(app, null, 2);
 });
 </script>
 </body>

@@ -1,99 +1,76 @@
 // GET /functions/v1/config?apiKey=pk_test_…  ->  the tenant's SuiteConfig.
 //
-// The SDK calls this with its publishable API key. The function reads the
-// configuration through the gateway with the service role key, the way
-// supabase-js does: POST ${SUPABASE_URL}/rest/v1/rpc/get_suite_config.
+// The shape of PayCraft's supabase/functions/config/index.ts: std's `serve`,
+// a supabase-js client with the service role key, the key resolved with the
+// `resolve_tenant` RPC, then the tenant's products, providers, paywall and
+// plan read with that client. Answers, as PayCraft's:
+//
+//   405 "Method not allowed"            anything but GET
+//   400 {"error":"missing_apiKey"}      no ?apiKey=
+//   401 {"error":"invalid_apiKey"}      resolve_tenant failed for ANY reason: an unknown key, an inactive
+//                                       tenant, but also a service role key rest rejects or rest being
+//                                       unreachable (PayCraft does not tell them apart; the log does here)
+//   200 SuiteConfig                     {tenant_id, plan, products, providers, paywall, locale,
+//                                        cache_ttl_seconds}, Cache-Control: private, max-age=3600
+import { serve } from "https://deno.land/std@0.208.0/http/server.ts";
+import { createClient } from "https://esm.sh/@supabase/supabase-js@2";
+import { describe, json } from "../_shared/respond.ts";
 
-const SUPABASE_URL = Deno.env.get("SUPABASE_URL") ?? "http://kong:8000";
-const SERVICE_ROLE_KEY = Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ?? "";
+const CACHE_TTL_SECONDS = 3600;
+const DEFAULT_PAYWALL = { layout: "default", headline: "Upgrade to Premium", trial_days: 0, show_close_button: true };
 
-const CORS = {
-  "Access-Control-Allow-Origin": "*",
-  "Access-Control-Allow-Headers": "authorization, x-client-info, apikey, content-type",
-  "Access-Control-Allow-Methods": "GET, OPTIONS",
-};
-
-function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { ...CORS, "Content-Type": "application/json" },
-  });
-}
-
-interface PostgrestError {
-  code?: string;
-  message?: string;
-  details?: string | null;
-  hint?: string | null;
-}
-
-async function rpc(fn: string, args: Record<string, unknown>): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(`${SUPABASE_URL}/rest/v1/rpc/${fn}`, {
-    method: "POST",
-    headers: {
-      apikey: SERVICE_ROLE_KEY,
-      Authorization: `Bearer ${SERVICE_ROLE_KEY}`,
-      "Content-Type": "application/json",
-      Accept: "application/json",
-      "X-Client-Info": "paycraft-config/1.0.0",
-    },
-    body: JSON.stringify(args),
-  });
-  const text = await res.text();
-  let body: unknown = text;
-  try {
-    body = text ? JSON.parse(text) : null;
-  } catch {
-    // keep the raw text
-  }
-  return { status: res.status, body };
-}
-
-Deno.serve(async (req: Request) => {
-  if (req.method === "OPTIONS") {
-    return new Response("ok", { headers: CORS });
-  }
+export async function handleConfigRequest(req: Request): Promise<Response> {
   if (req.method !== "GET") {
-    return json(405, { error: "method_not_allowed" });
+    return new Response("Method not allowed", { status: 405 });
   }
-
   const url = new URL(req.url);
-  const apiKey = url.searchParams.get("apiKey")?.trim();
+  const apiKey = url.searchParams.get("apiKey");
   if (!apiKey) {
-    return json(400, { error: "missing_apiKey", message: "pass ?apiKey=pk_test_… or pk_live_…" });
+    return json(400, { error: "missing_apiKey" });
   }
 
-  let result: { status: number; body: unknown };
-  try {
-    result = await rpc("get_suite_config", { p_api_key: apiKey });
-  } catch (e) {
-    console.error(`config: ${SUPABASE_URL} unreachable: ${e}`);
-    return json(502, { error: "upstream_unreachable", message: `cannot reach ${SUPABASE_URL}/rest/v1` });
-  }
+  const acceptLanguage = req.headers.get("accept-language") ?? "en-US";
+  const locale = (acceptLanguage.split(",")[0].split("-")[1] ?? "US").toUpperCase();
 
-  const err = (result.body ?? {}) as PostgrestError;
-  if (result.status === 401 || result.status === 403) {
-    // PostgREST rejected the service role key itself (PGRST301 bad signature,
-    // PGRST303 expired): the key was not signed with PAYCRAFT_JWT_SECRET.
-    console.error(`config: rest rejected the service role key: ${err.code ?? ""} ${err.message ?? ""}`);
-    return json(401, {
-      error: "service_role_key_rejected",
-      message: "The gateway rejected SUPABASE_SERVICE_ROLE_KEY (" + (err.code ?? result.status) + "): " +
-        "PAYCRAFT_SERVICE_ROLE_KEY was not signed with the current PAYCRAFT_JWT_SECRET. " +
-        "The JWT secret changed since the keys were generated: re-run ./generate-keys.sh " +
-        "and update .env (anon + service role both).",
-    });
-  }
-  if (result.status >= 400) {
-    if (err.message === "invalid_apiKey") {
-      return json(401, { error: "invalid_apiKey" });
-    }
-    console.error(`config: get_suite_config failed: ${result.status} ${JSON.stringify(result.body)}`);
-    return json(502, { error: "upstream_error", status: result.status, code: err.code ?? null });
-  }
-  if (!result.body || typeof result.body !== "object") {
+  const supabase = createClient(
+    Deno.env.get("SUPABASE_URL") ?? "http://kong:8000",
+    Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ?? "",
+    { auth: { persistSession: false, autoRefreshToken: false } },
+  );
+
+  const { data: tenantId, error: resolveError } = await supabase.rpc("resolve_tenant", { p_api_key: apiKey });
+  if (resolveError || !tenantId) {
+    // One answer for every cause, as PayCraft's; the cause goes to the log
+    // (PGRST301/PGRST303: the service role key is not signed with the
+    // current JWT secret; a fetch error: rest is unreachable).
+    console.error(`config: resolve_tenant failed: ${describe(resolveError)}`);
     return json(401, { error: "invalid_apiKey" });
   }
 
-  return json(200, result.body);
-});
+  const [products, providers, paywall, tenant] = await Promise.all([
+    supabase.from("products")
+      .select("id,sku,name,description,price_cents,interval")
+      .eq("tenant_id", tenantId).eq("active", true)
+      .order("sort_order").order("sku"),
+    supabase.from("providers").select("id,kind,config").eq("tenant_id", tenantId).eq("enabled", true).order("kind"),
+    supabase.from("paywall").select("config").eq("tenant_id", tenantId).maybeSingle(),
+    supabase.from("tenants").select("plan").eq("id", tenantId).single(),
+  ]);
+  for (const [what, res] of [["products", products], ["providers", providers], ["paywall", paywall],
+                             ["tenants", tenant]] as const) {
+    if (res.error) console.error(`config: reading ${what} failed: ${describe(res.error)}`);
+  }
+
+  const body = {
+    tenant_id: tenantId,
+    plan: tenant.data?.plan ?? "free",
+    products: products.data ?? [],
+    providers: providers.data ?? [],
+    paywall: paywall.data?.config ?? DEFAULT_PAYWALL,
+    locale,
+    cache_ttl_seconds: CACHE_TTL_SECONDS,
+  };
+  return json(200, body, { "cache-control": `private, max-age=${CACHE_TTL_SECONDS}` });
+}
+
+serve(handleConfigRequest);

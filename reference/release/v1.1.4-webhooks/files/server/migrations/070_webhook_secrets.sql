@@ -1,9 +1,12 @@
 -- Webhook signing secrets, one per tenant and provider: Stripe's endpoint
 -- secret (whsec_…) and Razorpay's webhook secret. Owners and admins of the
--- tenant set them from the dashboard; nobody reads a secret back through the
--- API (authenticated members may see which provider has one, never its value;
--- anon gets nothing). The stripe-webhook and razorpay-webhook functions read
--- them with the service role key through webhook_secrets_for().
+-- tenant (tenant_admins) set them from the dashboard; nobody reads a secret
+-- back through the API (owners and admins see which provider has one, never
+-- its value; viewers and anon nothing). The stripe-webhook and
+-- razorpay-webhook functions read them with the service role key through
+-- webhook_secrets_for(). Reference-only: PayCraft keeps per-mode secrets on
+-- tenants (webhook_secret_test/live) and the providers' own, encrypted, in
+-- tenant_providers.
 CREATE TABLE IF NOT EXISTS public.webhook_secrets (
   id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   tenant_id   uuid NOT NULL REFERENCES public.tenants (id) ON DELETE CASCADE,
@@ -24,15 +27,15 @@ CREATE OR REPLACE TRIGGER webhook_secrets_set_updated_at
 ALTER TABLE public.webhook_secrets ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY webhook_secrets_select_admin ON public.webhook_secrets
-  FOR SELECT TO authenticated USING (public.is_tenant_member(tenant_id, ARRAY['owner', 'admin']));
+  FOR SELECT TO authenticated USING (tenant_id IN (SELECT a.tenant_id FROM public.tenant_admins a WHERE a.user_id = auth.uid() AND a.role IN ('owner', 'admin')));
 CREATE POLICY webhook_secrets_insert_admin ON public.webhook_secrets
-  FOR INSERT TO authenticated WITH CHECK (public.is_tenant_member(tenant_id, ARRAY['owner', 'admin']));
+  FOR INSERT TO authenticated WITH CHECK (tenant_id IN (SELECT a.tenant_id FROM public.tenant_admins a WHERE a.user_id = auth.uid() AND a.role IN ('owner', 'admin')));
 CREATE POLICY webhook_secrets_update_admin ON public.webhook_secrets
   FOR UPDATE TO authenticated
-  USING (public.is_tenant_member(tenant_id, ARRAY['owner', 'admin']))
-  WITH CHECK (public.is_tenant_member(tenant_id, ARRAY['owner', 'admin']));
+  USING (tenant_id IN (SELECT a.tenant_id FROM public.tenant_admins a WHERE a.user_id = auth.uid() AND a.role IN ('owner', 'admin')))
+  WITH CHECK (tenant_id IN (SELECT a.tenant_id FROM public.tenant_admins a WHERE a.user_id = auth.uid() AND a.role IN ('owner', 'admin')));
 CREATE POLICY webhook_secrets_delete_admin ON public.webhook_secrets
-  FOR DELETE TO authenticated USING (public.is_tenant_member(tenant_id, ARRAY['owner', 'admin']));
+  FOR DELETE TO authenticated USING (tenant_id IN (SELECT a.tenant_id FROM public.tenant_admins a WHERE a.user_id = auth.uid() AND a.role IN ('owner', 'admin')));
 
 -- The database's default privileges grant every new table to anon and
 -- authenticated: take that back. Owners/admins write the secret and read

@@ -1,6 +1,6 @@
 -- Deliveries that passed the signature check, one row per provider event id
 -- (providers retry: a second delivery of the same event is a duplicate, not
--- an error). Members of the tenant read them; only the webhook functions
+-- an error). The tenant's admins (any role) read them; only the webhook functions
 -- write, through record_webhook_event() with the service role key.
 CREATE TABLE IF NOT EXISTS public.webhook_events (
   id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS public.webhook_events (
 ALTER TABLE public.webhook_events ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY webhook_events_select_member ON public.webhook_events
-  FOR SELECT TO authenticated USING (public.is_tenant_member(tenant_id));
+  FOR SELECT TO authenticated USING (tenant_id IN (SELECT a.tenant_id FROM public.tenant_admins a WHERE a.user_id = auth.uid()));
 
 REVOKE ALL ON TABLE public.webhook_events FROM PUBLIC, anon, authenticated;
 GRANT SELECT ON TABLE public.webhook_events TO authenticated;

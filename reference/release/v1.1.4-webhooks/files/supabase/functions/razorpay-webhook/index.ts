@@ -1,30 +1,30 @@
-// POST /functions/v1/razorpay-webhook  <-  Razorpay's webhook deliveries.
+// POST /functions/v1/razorpay-webhook[/<tenant_id>]  <-  Razorpay's deliveries.
 //
-// Razorpay signs each delivery with the webhook's secret:
-// `X-Razorpay-Signature: <hex HMAC-SHA256 of the raw body>`. The URL names no
-// tenant, so the signature is checked against every enabled Razorpay secret
-// (webhook_secrets_for, read with the service role key as the config function
-// reads the SuiteConfig) and the tenant is the one whose secret matches;
-// `?tenant=<uuid>` narrows the check to one tenant. The event id is Razorpay's
-// `X-Razorpay-Event-Id` header (else the body's SHA-256, so a retried delivery
-// is still a duplicate). Secrets are never logged.
+// PayCraft's shape (supabase/functions/razorpay-webhook/index.ts): std's
+// `serve`, `x-razorpay-signature: <hex HMAC-SHA256 of the raw body>` checked
+// with WebCrypto (crypto.subtle.verify: constant time), and the per-tenant
+// path /functions/v1/razorpay-webhook/<tenant_id>. With a tenant in the path
+// only its secret is tried; without one every enabled Razorpay secret is.
+// The event id is Razorpay's `x-razorpay-event-id` header (else the body's
+// SHA-256, so that a retried delivery is still a duplicate).
 //
-//   400 {"error":"missing_signature"}   no X-Razorpay-Signature header
-//   400 {"error":"invalid_signature"}   not 64 hex digits, or no enabled secret matches
-//   400 {"error":"invalid_payload"}     signed, but not a JSON event
+//   400 {"error":"missing_signature"}   no x-razorpay-signature header (before any database access)
+//   400 {"error":"invalid_tenant"}      the path's tenant segment is not a uuid
+//   400 {"error":"invalid_signature"}   not 64 hex digits, or no enabled secret verifies it
+//   400 {"error":"invalid_payload"}     verified, but not a JSON object
 //   405 {"error":"method_not_allowed"}  anything but POST
 //   502 {"error":"upstream_unreachable"|"upstream_error"}  /rest/v1 unreachable or failing
-//   200 {"received":true,"provider":"razorpay","event_id":…,"duplicate":false}
+//   200 {"received":true,"provider":"razorpay","event_id":…,"type":…,"duplicate":false}
+//
+// PayCraft answers 400 "Missing x-razorpay-signature" and 401 "Invalid
+// signature" as plain text; see reference/README.md.
+import { serve } from "https://deno.land/std@0.177.0/http/server.ts";
+import { json } from "../_shared/respond.ts";
+import { recordEvent, secretsFor, tenantFromPath, upstreamFailure } from "../_shared/webhook-events.ts";
 
-const SUPABASE_URL = Deno.env.get("SUPABASE_URL") ?? "http://kong:8000";
-const SERVICE_ROLE_KEY = Deno.env.get("SUPABASE_SERVICE_ROLE_KEY") ?? "";
+const FN = "razorpay-webhook";
 const PROVIDER = "razorpay";
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const encoder = new TextEncoder();
-
-function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
-}
 
 function fromHex(hex: string): Uint8Array | null {
   if (!/^(?:[0-9a-f]{2})+$/i.test(hex)) return null;
@@ -33,70 +33,38 @@ function fromHex(hex: string): Uint8Array | null {
   return out;
 }
 
-// crypto.subtle.verify compares in constant time.
 async function hmacMatches(secret: string, payload: Uint8Array, signature: Uint8Array): Promise<boolean> {
   const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" },
     false, ["verify"]);
   return await crypto.subtle.verify("HMAC", key, signature, payload);
 }
 
-async function rpc(fn: string, args: Record<string, unknown>): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(`${SUPABASE_URL}/rest/v1/rpc/${fn}`, {
-    method: "POST",
-    headers: {
-      apikey: SERVICE_ROLE_KEY,
-      Authorization: `Bearer ${SERVICE_ROLE_KEY}`,
-      "Content-Type": "application/json",
-      Accept: "application/json",
-      "X-Client-Info": "paycraft-razorpay-webhook/1.1.4",
-    },
-    body: JSON.stringify(args),
-  });
-  const text = await res.text();
-  let body: unknown = text;
-  try {
-    body = text ? JSON.parse(text) : null;
-  } catch {
-    // keep the raw text
-  }
-  return { status: res.status, body };
-}
-
-function upstreamFailure(fn: string, result: { status: number; body: unknown }): Response {
-  const code = (result.body as { code?: string } | null)?.code ?? null;
-  console.error(`razorpay-webhook: ${fn} failed: ${result.status} ${code ?? ""}`);
-  return json(502, { error: "upstream_error", status: result.status, code });
-}
-
-Deno.serve(async (req: Request) => {
+serve(async (req: Request) => {
   if (req.method !== "POST") {
     return json(405, { error: "method_not_allowed", message: "Razorpay delivers webhooks with POST" });
   }
-  const header = req.headers.get("X-Razorpay-Signature");
+  const header = req.headers.get("x-razorpay-signature");
   const raw = new Uint8Array(await req.arrayBuffer());
   if (!header) {
-    return json(400, { error: "missing_signature", message: "no X-Razorpay-Signature header" });
+    return json(400, { error: "missing_signature", message: "no x-razorpay-signature header" });
   }
   const signature = fromHex(header.trim());
   if (!signature || signature.length !== 32) {
-    return json(400, { error: "invalid_signature", message: "X-Razorpay-Signature must be 64 hex digits" });
+    return json(400, { error: "invalid_signature", message: "x-razorpay-signature must be 64 hex digits" });
   }
-  const tenant = new URL(req.url).searchParams.get("tenant");
-  if (tenant !== null && !UUID.test(tenant)) {
-    return json(400, { error: "invalid_tenant", message: "?tenant= must be a tenant uuid" });
+  const tenant = tenantFromPath(new URL(req.url), FN);
+  if (tenant === null) {
+    return json(400, { error: "invalid_tenant", message: `the path is /${FN}/<tenant uuid>` });
   }
 
-  let secrets: { status: number; body: unknown };
+  let candidates;
   try {
-    secrets = await rpc("webhook_secrets_for", tenant ? { p_provider: PROVIDER, p_tenant: tenant } : { p_provider: PROVIDER });
+    candidates = await secretsFor(PROVIDER, tenant);
   } catch (e) {
-    console.error(`razorpay-webhook: ${SUPABASE_URL} unreachable: ${e}`);
-    return json(502, { error: "upstream_unreachable", message: `cannot reach ${SUPABASE_URL}/rest/v1` });
+    return upstreamFailure(FN, e);
   }
-  if (secrets.status >= 400 || !Array.isArray(secrets.body)) return upstreamFailure("webhook_secrets_for", secrets);
-
   let matched: string | null = null;
-  for (const row of secrets.body as { tenant_id: string; secret: string }[]) {
+  for (const row of candidates) {
     if (await hmacMatches(row.secret, raw, signature)) {
       matched = row.tenant_id;
       break;
@@ -116,23 +84,18 @@ Deno.serve(async (req: Request) => {
     return json(400, { error: "invalid_payload", message: "the body is not a JSON object" });
   }
   const type = typeof event.event === "string" ? event.event : "";
-  let eventId = (req.headers.get("X-Razorpay-Event-Id") ?? "").trim();
+  let eventId = (req.headers.get("x-razorpay-event-id") ?? "").trim();
   if (!eventId) {
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
     eventId = "sha256:" + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  let recorded: { status: number; body: unknown };
+  let duplicate: boolean;
   try {
-    recorded = await rpc("record_webhook_event", {
-      p_tenant: matched, p_provider: PROVIDER, p_event_id: eventId, p_event_type: type,
-    });
+    duplicate = await recordEvent(matched, PROVIDER, eventId, type);
   } catch (e) {
-    console.error(`razorpay-webhook: ${SUPABASE_URL} unreachable: ${e}`);
-    return json(502, { error: "upstream_unreachable", message: `cannot reach ${SUPABASE_URL}/rest/v1` });
+    return upstreamFailure(FN, e);
   }
-  if (recorded.status >= 400) return upstreamFailure("record_webhook_event", recorded);
-  const duplicate = Boolean((recorded.body as { duplicate?: boolean } | null)?.duplicate);
-  console.log(`razorpay-webhook: ${type || "event"} ${eventId} for tenant ${matched}${duplicate ? " (duplicate)" : ""}`);
+  console.log(`${FN}: ${type || "event"} ${eventId} for tenant ${matched}${duplicate ? " (duplicate)" : ""}`);
   return json(200, { received: true, provider: PROVIDER, event_id: eventId, type, duplicate });
 });

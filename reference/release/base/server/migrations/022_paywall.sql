@@ -1,9 +1,11 @@
--- One paywall configuration per tenant (rendered by the SDK).
+-- At most one paywall configuration per tenant (reference-only shape of
+-- PayCraft's tenant_paywall). A tenant without a row gets the config
+-- function's default paywall, as in PayCraft.
 CREATE TABLE IF NOT EXISTS public.paywall (
   tenant_id   uuid PRIMARY KEY REFERENCES public.tenants (id) ON DELETE CASCADE,
   config      jsonb NOT NULL DEFAULT jsonb_build_object(
                 'layout', 'default',
-                'headline', 'Upgrade to Pro',
+                'headline', 'Upgrade to Premium',
                 'trial_days', 0,
                 'show_close_button', true
               ),

@@ -1,6 +1,6 @@
--- Payment providers enabled per tenant. Secrets never live here: Stripe
--- Connect tokens are encrypted by the stripe-connect function, everything
--- else is public configuration.
+-- Payment providers enabled per tenant (reference-only shape of PayCraft's
+-- tenant_providers). Secrets never live here: `config` is public
+-- configuration and may not carry secret-looking keys.
 CREATE TABLE IF NOT EXISTS public.providers (
   id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   tenant_id   uuid NOT NULL REFERENCES public.tenants (id) ON DELETE CASCADE,

@@ -1,4 +1,6 @@
--- What a tenant sells through the paywall.
+-- What a tenant sells through the paywall. Reference-only shape: PayCraft's
+-- own table is tenant_products (028 onwards, with pricing modes, trials and
+-- discounts); the config function reads this one into SuiteConfig.products.
 CREATE TABLE IF NOT EXISTS public.products (
   id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   tenant_id    uuid NOT NULL REFERENCES public.tenants (id) ON DELETE CASCADE,
