@@ -43,6 +43,17 @@ RUNBOOK = {
 }
 CHECKS = tuple(RUNBOOK)
 
+# How a release makes a tenant (check tenant_trigger): the older signup trigger, or PayCraft's provisioning RPCs
+# (migrations 023/039 provision_tenant, 048 provision_app) with tenant_admins (018).
+PROVISIONING_RPCS = ("provision_app", "provision_tenant")
+TENANCY_OBJECTS = {
+    "handle_new_user_tenancy": re.compile(
+        r"create\s+(or\s+replace\s+)?function\s+(public\.)?\"?handle_new_user_tenancy\b", re.I),
+    "provision_app": re.compile(r"create\s+(or\s+replace\s+)?function\s+(public\.)?\"?provision_app\b", re.I),
+    "provision_tenant": re.compile(r"create\s+(or\s+replace\s+)?function\s+(public\.)?\"?provision_tenant\b", re.I),
+    "tenant_admins": re.compile(r"create\s+table\s+(if\s+not\s+exists\s+)?(public\.)?\"?tenant_admins\b", re.I),
+}
+
 DEFAULT_CONTAINERS = {
     "db": "paycraft_db",
     "kong": "paycraft_kong",
@@ -534,55 +545,121 @@ class Doctor:
         return [result(check, OK, f"{keyslib.ANON_KEY} and {keyslib.SERVICE_ROLE_KEY} are signed by "
                        f"{keyslib.JWT_SECRET}, and the running gateway, auth and dashboard use the env file's values.")]
 
-    def check_tenant_trigger(self) -> list[dict]:
-        check, db = "tenant_trigger", self.container("db")
-        mdir = self.p["migrations_dir"]
-        try:
-            names = sorted(n for n in os.listdir(mdir) if n.endswith(".sql"))
-        except OSError as exc:
-            return [result(check, SKIPPED, f"cannot list {mdir}: {exc.strerror}.")]
-        owner = None
+    def _tenancy_owners(self, mdir, names):
+        """Which migration (file name without .sql) first creates each tenancy object the release has."""
+        owners = {}
         for n in names:
             try:
                 with open(os.path.join(mdir, n), encoding="utf-8", errors="replace") as fh:
                     text = fh.read()
             except OSError:
                 continue
-            if re.search(r"create\s+(or\s+replace\s+)?function\s+(public\.)?handle_new_user_tenancy", text, re.I):
-                owner = n[:-4]
-                break
-        if owner is None:
-            return [result(check, FAIL, f"no migration in {mdir} creates handle_new_user_tenancy().",
-                           "this release predates tenancy on signup: move to a newer release (upgrade.yml).")]
+            for obj, rx in TENANCY_OBJECTS.items():
+                if obj not in owners and rx.search(text):
+                    owners[obj] = n[:-4]
+        return owners
+
+    def check_tenant_trigger(self) -> list[dict]:
+        """How this release makes a tenant: a signup trigger (handle_new_user_tenancy(), the older reference
+        shape), or provisioning RPCs the dashboard calls (PayCraft's provision_app / provision_tenant with
+        tenant_admins). Each is checked in the database; the trigger is not expected where the RPCs are used."""
+        check, db = "tenant_trigger", self.container("db")
+        mdir = self.p["migrations_dir"]
+        try:
+            names = sorted(n for n in os.listdir(mdir) if n.endswith(".sql"))
+        except OSError as exc:
+            return [result(check, SKIPPED, f"cannot list {mdir}: {exc.strerror}.")]
+        owners = self._tenancy_owners(mdir, names)
+        rpcs = [r for r in PROVISIONING_RPCS if r in owners]
+        if "handle_new_user_tenancy" not in owners and not rpcs:
+            return [result(check, FAIL, f"no migration in {mdir} creates a tenant for a new user: neither the "
+                           "signup trigger's handle_new_user_tenancy() nor a provisioning RPC (provision_app, "
+                           "provision_tenant).",
+                           "this release predates tenancy: move to a newer release (upgrade.yml), or point "
+                           "paycraft_migrations_dir at the release's migrations if they live elsewhere.")]
         if not self.running(self.inspect(db)):
             return [result(check, SKIPPED, f"{db} is not running (see the postgres check).")]
         ledger = self.p["ledger"]
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", ledger):
             return [result(check, SKIPPED, f"ledger name {ledger!r} is not a plain identifier.")]
+        if "handle_new_user_tenancy" in owners:
+            return [self._tenant_trigger(check, db, ledger, owners["handle_new_user_tenancy"])]
+        return [self._tenant_rpcs(check, db, ledger, owners, rpcs)]
+
+    def _tenant_rpcs(self, check, db, ledger, owners, rpcs):
+        wanted = sorted({owners[o] for o in (*rpcs, "tenant_admins") if o in owners})
+        versions = ", ".join(f"'{v}'" for v in wanted if re.match(r"^[A-Za-z0-9_.-]+$", v))
+        columns = [f"(SELECT coalesce(string_agg(version, ','), '') FROM {ledger} "
+                   f"WHERE version IN ({versions or 'NULL'}))",
+                   "(to_regclass('public.tenant_admins') IS NOT NULL)::int",
+                   "(SELECT count(*) FROM pg_roles WHERE rolname = 'authenticated')"]
+        for rpc in rpcs:
+            proc = ("FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    f"WHERE n.nspname = 'public' AND p.proname = '{rpc}'")
+            columns += [f"(SELECT count(*) {proc})",
+                        f"(SELECT count(*) {proc} AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') "
+                        "AND has_function_privilege('authenticated', p.oid, 'EXECUTE'))"]
+        ok, out = self.psql("SELECT " + ", ".join(columns))
+        if not ok:
+            return result(check, FAIL, f"could not read {ledger} in {db}: {redact(out, self.secrets)[:200]}.",
+                          "./migrations-bootstrap.sh (or site.yml --tags migrations) creates the ledger.")
+        try:
+            applied, *numbers = out.split("|")
+            values = [int(x) for x in numbers]
+            admins = values[0]
+            found = {rpc: (values[2 + 2 * i], values[3 + 2 * i]) for i, rpc in enumerate(rpcs)}
+        except (ValueError, IndexError):
+            return result(check, FAIL, f"unexpected answer from {db}: {out[:200]!r}.", "")
+        how = " and ".join(f"{r}()" for r in rpcs)
+        missing = [f"{r}()" for r in rpcs if not found[r][0]] + ([] if admins else ["the table tenant_admins"])
+        unapplied = [v for v in wanted if v not in set(applied.split(","))]
+        if missing or unapplied:
+            what = "; ".join(([f"{', '.join(missing)} missing in {db}"] if missing else [])
+                             + ([f"{', '.join(unapplied)} not in {ledger}"] if unapplied else []))
+            return result(check, FAIL,
+                          f"this release makes tenants through {how} (the dashboard calls them after sign-up; "
+                          f"migrations {', '.join(wanted)}), but {what}.",
+                          "re-run ./migrations-bootstrap.sh (or site.yml --tags migrations): it applies them; then "
+                          f"check: docker exec {db} psql -U postgres -d postgres -c "
+                          f"\"SELECT version FROM {ledger} ORDER BY version;\"")
+        refused = [r for r in rpcs if not found[r][1]]
+        if refused:
+            grants = "; ".join(f"GRANT EXECUTE ON FUNCTION public.{r} TO authenticated" for r in refused)
+            verb = "exists" if len(refused) == 1 else "exist"
+            return result(check, FAIL,
+                          f"{', '.join(f'{r}()' for r in refused)} {verb} in {db} "
+                          "but the role authenticated may not execute it: a signed-in user gets no tenant.",
+                          f"docker exec {db} psql -U postgres -d postgres -c \"{grants};\" (its migration grants it: "
+                          "a later change revoked it).")
+        return result(check, OK, f"this release makes tenants through {how} (migrations {', '.join(wanted)} in "
+                      f"{ledger}); each exists, the role authenticated may execute it, and tenant_admins exists. "
+                      "No signup trigger is expected: the runbook's entry about one does not apply to this release.")
+
+    def _tenant_trigger(self, check, db, ledger, owner):
         ok, out = self.psql(
             f"SELECT (SELECT count(*) FROM {ledger} WHERE version = '{owner}'), "
             "(SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
             "WHERE p.proname = 'handle_new_user_tenancy' AND NOT t.tgisinternal "
             "AND t.tgrelid = to_regclass('auth.users') AND t.tgenabled <> 'D')")
         if not ok:
-            return [result(check, FAIL, f"could not read {ledger} in {db}: {redact(out, self.secrets)[:200]}.",
-                           "./migrations-bootstrap.sh (or site.yml --tags migrations) creates the ledger.")]
+            return result(check, FAIL, f"could not read {ledger} in {db}: {redact(out, self.secrets)[:200]}.",
+                          "./migrations-bootstrap.sh (or site.yml --tags migrations) creates the ledger.")
         try:
             in_ledger, triggers = (int(x) for x in out.split("|"))
         except ValueError:
-            return [result(check, FAIL, f"unexpected answer from {db}: {out[:200]!r}.", "")]
+            return result(check, FAIL, f"unexpected answer from {db}: {out[:200]!r}.", "")
         if in_ledger and triggers:
-            return [result(check, OK, f"{owner} is in {ledger} and auth.users has its trigger on "
-                           "handle_new_user_tenancy().")]
+            return result(check, OK, f"{owner} is in {ledger} and auth.users has its trigger on "
+                          "handle_new_user_tenancy().")
         if not in_ledger:
             trig = "" if triggers else "; auth.users has no trigger calling handle_new_user_tenancy() either"
-            return [result(check, FAIL, f"{owner} is not in {ledger}{trig}.",
-                           "re-run ./migrations-bootstrap.sh (or site.yml --tags migrations): it applies it.")]
-        return [result(check, FAIL,
-                       f"{owner} is in {ledger}, but auth.users has no enabled trigger calling "
-                       "handle_new_user_tenancy(): it was dropped after the migration ran.",
-                       f"delete its ledger row (docker exec {db} psql -U postgres -c \"DELETE FROM {ledger} WHERE "
-                       f"version = '{owner}'\"), then re-run ./migrations-bootstrap.sh.")]
+            return result(check, FAIL, f"{owner} is not in {ledger}{trig}.",
+                          "re-run ./migrations-bootstrap.sh (or site.yml --tags migrations): it applies it.")
+        return result(check, FAIL,
+                      f"{owner} is in {ledger}, but auth.users has no enabled trigger calling "
+                      "handle_new_user_tenancy(): it was dropped after the migration ran.",
+                      f"delete its ledger row (docker exec {db} psql -U postgres -c \"DELETE FROM {ledger} WHERE "
+                      f"version = '{owner}'\"), then re-run ./migrations-bootstrap.sh.")
 
     # ---------------------------------------------------------------- all
     def run_checks(self, checks=CHECKS) -> list[dict]:

@@ -13,12 +13,17 @@ on these routes, with two consumers: ``anon`` (group ``anon``) holding the anon 
 file:
 
 * every service with a route on a checked prefix (``/rest/v1/``, ``/auth/v1/``) gets ``key-auth``
-  (``hide_credentials``: true for rest, false for auth, as Supabase) and ``acl`` (``allow: [admin, anon]``);
+  (``key_names: [apikey]``; ``hide_credentials``: true for rest, false for auth, as Supabase) and ``acl``
+  (``allow: [admin, anon]``, ``hide_groups_header: true``);
 * ``/functions/v1/`` stays open: the SDK's config call carries its own PayCraft key;
 * GoTrue's browser-facing links (``/auth/v1/verify``, ``/callback``, ``/authorize``: a confirmation mail's
   link carries no ``apikey``) get their own open routes, as Supabase's ``auth-v1-open`` services;
 * the two consumers hold the host's keys literally (Kong has no environment substitution in a
-  declarative file); consumers the release declares under other names stay.
+  declarative file); consumers the release declares under other names stay;
+* a file without ``_format_version`` gets ``"3.0"`` (Kong refuses a declarative file without one).
+
+Field names and types follow Kong 3.x's schemas (key-auth and acl ``schema.lua``/``daos.lua``, the consumers
+entity, the declarative format), checked in tests/unit/plugins/module_utils/test_gateway.py.
 
 :func:`render` writes the result as block YAML with JSON-quoted scalars (valid YAML, readable, no PyYAML).
 """
@@ -34,6 +39,9 @@ CHECKED_PREFIXES = ("/rest/v1/", "/auth/v1/")
 # Supabase's kong.yml: auth-v1-open, auth-v1-open-callback, auth-v1-open-authorize
 OPEN_AUTH_PATHS = ("/auth/v1/verify", "/auth/v1/callback", "/auth/v1/authorize")
 ANON, SERVICE_ROLE = "anon", "service_role"
+KEY_NAMES = ("apikey",)
+# Kong 3's declarative format; a file without _format_version is refused by Kong
+FORMAT_VERSION = "3.0"
 GROUPS = {ANON: "anon", SERVICE_ROLE: "admin"}
 MASKED = "********"
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -76,6 +84,7 @@ def with_key_check(kong: dict, anon_key: str, service_key: str, open_paths=OPEN_
     if anon_key == service_key:
         raise GatewayError("the anon key and the service role key are the same value")
     out = copy.deepcopy(kong)
+    out.setdefault("_format_version", FORMAT_VERSION)
     services = [s for s in out.get("services") or [] if isinstance(s, dict)]
     checked = [(s, _checked_prefix(s)) for s in services]
     checked = [(s, prefix) for s, prefix in checked if prefix]
@@ -86,7 +95,8 @@ def with_key_check(kong: dict, anon_key: str, service_key: str, open_paths=OPEN_
         plugins = [p for p in service.get("plugins") or []
                    if not (isinstance(p, dict) and p.get("name") in ("key-auth", "acl"))]
         plugins += [
-            {"name": "key-auth", "config": {"hide_credentials": prefix == "/rest/v1/"}},
+            # key_names given, not left to the gateway's default: the SDK's header is apikey
+            {"name": "key-auth", "config": {"key_names": list(KEY_NAMES), "hide_credentials": prefix == "/rest/v1/"}},
             {"name": "acl", "config": {"hide_groups_header": True, "allow": [GROUPS[SERVICE_ROLE], GROUPS[ANON]]}},
         ]
         service["plugins"] = plugins

@@ -13,9 +13,11 @@ Pure Python (standard library only), importable without Ansible:
   the database password and ``SELECT 1``) and ``dashboard`` (``curl -fsSIL``:
   a 200 after redirects);
 * one more probe per webhook function of the release (``webhook_functions``,
-  e.g. ``stripe-webhook``): an unsigned ``POST`` to it through the gateway, with
-  no apikey (providers send none), must come back with the function's own 400
-  JSON ``{"error": ...}``, never the gateway's 404/401/502;
+  e.g. ``stripe-webhook``), at its per-tenant path when the release hands those
+  out (``webhook_tenant_id``): an unsigned ``POST`` of a body that is not JSON,
+  through the gateway, with no apikey (providers send none), must come back with
+  the function's own refusal (400 JSON ``{"error": ...}`` or a plain-text 400/401
+  such as ``Missing stripe-signature``), never the gateway's 404/401/502;
 * :func:`run_probes` runs the selected probes in parallel threads, each
   retrying until it passes or a shared deadline expires;
 * every failure is classified into one entry of :data:`CAUSES` (most of them
@@ -382,7 +384,7 @@ CAUSES = {
         "runbook": None,
         "heading": "An unsigned POST to {function} was refused before it reached the function ({status})",
         "explanation": (
-            "{api_url}{webhook_path} answered {status} without the function's own JSON error: the gateway "
+            "{api_url}{webhook_path} answered {status} without the function's own refusal: the gateway "
             "(a key-auth plugin on the functions-v1 route of kong.yml) or the edge runtime's JWT check "
             "(VERIFY_JWT=true, with {function} not among the main router's public functions) asks for an "
             "apikey or a JWT. Stripe and Razorpay send neither, only their signature header: every delivery "
@@ -398,9 +400,10 @@ CAUSES = {
         "runbook": None,
         "heading": "The {function} function accepts an unsigned delivery",
         "explanation": (
-            "{api_url}{webhook_path} answered {status} to a POST without a signature header, not 400 "
-            "{{\"error\": \"missing_signature\"}}: anyone who knows the URL can post events to it, or "
-            "something else answers there. Check the release's function before you give the URL to the provider."
+            "{api_url}{webhook_path} answered {status} to an unsigned POST whose body is not even JSON, not the "
+            "function's own 400 (such as {{\"error\": \"missing_signature\"}} or \"Missing stripe-signature\"): "
+            "anyone who knows the URL can post events to it, or something else answers there. Check the "
+            "release's function before you give the URL to the provider."
         ),
         "next": ("cat ../../supabase/functions/{function}/index.ts", "docker logs paycraft_edge_runtime --tail 100"),
     },
@@ -891,16 +894,30 @@ def probe_postgres(params, timeout):
     return Outcome(False, status, login_detail, cause, {"reason": login_detail})
 
 
-def webhook_path(config_path, function):
-    """The webhook function's path: a sibling of the config function under the same ``/functions/v1/``."""
-    return config_path.split("?", 1)[0].rsplit("/", 1)[0] + "/" + function
+# The body of the webhook probes: deliberately not JSON and unsigned, so that no function can take it for an
+# event (a function that checks no signature, such as one whose provider secret is not set yet, stops at its
+# JSON parse), and no provider's signature header.
+WEBHOOK_PROBE_BODY = b"paycraft-selfhost smoke probe: not an event"
+# A tenant id for the per-tenant path when the smoke tenant's is not known (an operator's key): the function
+# refuses the unsigned delivery before it looks the tenant up, and the route is what the probe proves.
+NIL_TENANT = "00000000-0000-0000-0000-000000000000"
+TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def webhook_path(config_path, function, tenant_id=None):
+    """The webhook function's path: a sibling of the config function under the same ``/functions/v1/``;
+    with ``tenant_id``, the per-tenant path a release like PayCraft hands out (``.../<function>/<tenant_id>``)."""
+    path = config_path.split("?", 1)[0].rsplit("/", 1)[0] + "/" + function
+    return f"{path}/{tenant_id}" if tenant_id else path
 
 
 def classify_webhook_answer(status, body_text):
-    """Map the answer to an unsigned POST to ``(passed, cause id or None, the function's error or None)``.
+    """Map the answer to an unsigned POST to ``(passed, cause id or None, the function's refusal or None)``.
 
-    The function's own refusal is a 400 JSON object with an ``error`` field (``missing_signature``); Kong's
-    and the edge runtime's answers carry ``message``/``msg`` instead.
+    The function's own refusal is a 400 or 422 (a JSON object with an ``error`` field, as the reference
+    release's functions answer, or a line of plain text, as PayCraft's do: ``Missing stripe-signature``,
+    ``Invalid JSON``), or a 401 in plain text (``Invalid signature``). Kong's and the edge runtime's answers
+    are JSON objects with ``message``/``msg`` instead, an HTML page is a proxy's.
     """
     lowered = body_text.lower()
     try:
@@ -908,12 +925,17 @@ def classify_webhook_answer(status, body_text):
     except ValueError:
         document = None
     error = document.get("error") if isinstance(document, dict) else None
-    if status == 400 and isinstance(error, str) and error:
-        return True, None, error
+    text = body_text.strip()
+    plain = bool(text) and document is None and not text.startswith("<")
+    refusal = error if isinstance(error, str) and error else (preview(text, 80) if plain else None)
+    if status in (400, 422) and refusal:
+        return True, None, refusal
     if status == 404 and "function not found" in lowered:
         return False, "webhook_not_found", None
     if status == 404 and KONG_NO_ROUTE in lowered:
         return False, "webhook_no_route", None
+    if status == 401 and plain:  # the function's own "Invalid signature" (Kong's and GoTrue's 401s are JSON)
+        return True, None, refusal
     if status in (401, 403):
         return False, "webhook_gateway_auth", None
     if status in (502, 503, 504):
@@ -924,16 +946,17 @@ def classify_webhook_answer(status, body_text):
 
 
 def make_webhook_probe(function):
-    """The probe of one webhook function: an unsigned ``POST {api_url}/functions/v1/<function>``, no apikey."""
+    """The probe of one webhook function: an unsigned ``POST {api_url}/functions/v1/<function>``, no apikey;
+    ``params["webhook_tenant_id"]`` set: the per-tenant path ``.../<function>/<tenant_id>``."""
 
     def probe(params, timeout):
-        path = webhook_path(params["config_path"], function)
+        path = webhook_path(params["config_path"], function, params.get("webhook_tenant_id"))
         url = params["api_url"].rstrip("/") + path
         context = {"function": function, "webhook_path": path}
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         try:
-            answer = http_request(url, "POST", headers, timeout, params.get("validate_certs", True), data=b"{}",
-                                  ca_file=params.get("ca_file"))
+            answer = http_request(url, "POST", headers, timeout, params.get("validate_certs", True),
+                                  data=WEBHOOK_PROBE_BODY, ca_file=params.get("ca_file"))
         except NoAnswer as exc:
             cause = {"tls": "tls_error", "timeout": "webhook_upstream_down"}.get(exc.kind, "gateway_down")
             return Outcome(False, exc.kind, exc.detail, cause, {**context, "status": exc.kind, "url": url})
@@ -995,6 +1018,9 @@ def validate(params):
                           "(letters, digits, '-' and '_'), such as stripe-webhook")
         if len(set(webhooks)) != len(webhooks):
             errors.append(f"webhook_functions names a function twice: {list(webhooks)}")
+    tenant = params.get("webhook_tenant_id")
+    if tenant is not None and (not isinstance(tenant, str) or not TENANT_ID.match(tenant)):
+        errors.append(f"webhook_tenant_id {tenant!r} is not a tenant id (letters, digits, '-' and '_'), such as a UUID")
     timeout = params.get("timeout")
     if not isinstance(timeout, (int, float)) or timeout < 0:
         errors.append(f"timeout must be 0 or more seconds, got {timeout!r}")
@@ -1014,6 +1040,7 @@ def _with_defaults(params):
     merged.setdefault("probes", list(PROBES))
     merged.setdefault("validate_certs", True)
     merged.setdefault("webhook_functions", [])
+    merged.setdefault("webhook_tenant_id", None)
     return merged
 
 
@@ -1168,3 +1195,14 @@ def read_api_key_file(path: str) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError("no api_key field")
     return key
+
+
+def read_tenant_id_file(path: str):
+    """The ``tenant_id`` field of the smoke role's credentials file, or None (no file, no field, not JSON)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    tenant = data.get("tenant_id") if isinstance(data, dict) else None
+    return tenant if isinstance(tenant, str) and TENANT_ID.match(tenant) else None

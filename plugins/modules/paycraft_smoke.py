@@ -28,11 +28,13 @@ description:
     expects a 200 at the end, like C(curl -fsSIL).
   - >-
     One more probe per name in O(webhook_functions) (the release's C(supabase/functions/*-webhook) directories,
-    which the smoke role finds on the host). An unsigned C(POST {api_url}/functions/v1/<name>) with the body
-    C({}) and no C(apikey) or C(Authorization) header (Stripe and Razorpay send neither) must come back with the
-    function's own 400 JSON C({"error": ...}) (C(missing_signature)), which proves the gateway routes the URL the
-    provider calls to the function. 404 C({"message":"Function not found"}) (C(webhook_not_found)), Kong's
-    C(no Route matched) (C(webhook_no_route)), 401/403 (C(webhook_gateway_auth)), 502/503/504
+    which the smoke role finds on the host). An unsigned C(POST {api_url}/functions/v1/<name>) (with
+    O(webhook_tenant_id), the per-tenant path C(/functions/v1/<name>/<tenant_id>)) whose body is not JSON, with
+    no C(apikey) or C(Authorization) header (providers send neither), must come back with the function's own
+    refusal, a 400/422 JSON C({"error": ...}) or a plain-text 400/422/401/403 (C(Missing stripe-signature),
+    C(Invalid JSON), C(Invalid signature)), which proves the gateway routes the URL the provider calls to the
+    function. 404 C({"message":"Function not found"}) (C(webhook_not_found)), Kong's
+    C(no Route matched) (C(webhook_no_route)), a 401/403 JSON C(message) (C(webhook_gateway_auth)), 502/503/504
     (C(webhook_upstream_down)), another 5xx (C(webhook_function_error)) or any other answer, a 200 included
     (C(webhook_unsigned_accepted)), fail it. These probes are counted after the five, named by the function.
   - Every failed probe names its likely cause, the runbook section that cause comes from (most are
@@ -130,12 +132,25 @@ options:
     description:
       - Names of the release's webhook functions (directories under C(supabase/functions), for example
         C(stripe-webhook), C(razorpay-webhook)); each gets a probe of its own, named like the function.
-      - The path is O(config_path)'s directory plus the name (C(/functions/v1/stripe-webhook)).
+      - The path is O(config_path)'s directory plus the name (C(/functions/v1/stripe-webhook)), plus
+        C(/<tenant_id>) with O(webhook_tenant_id).
       - Empty (the default, and a release without webhook functions) adds no probe, so the count in the
         summary stays that of O(probes).
     type: list
     elements: str
     default: []
+  webhook_per_tenant:
+    description:
+      - The release hands out per-tenant webhook paths (PayCraft's C(provision_app) returns
+        C(webhook_url) C(/functions/v1/stripe-webhook/<tenant_id>)), so the probes post to
+        C(/functions/v1/<name>/<tenant_id>).
+      - The tenant is O(webhook_tenant_id), else the C(tenant_id) field of O(api_key_file), else the nil UUID
+        (the function refuses the unsigned POST before it looks the tenant up; the route is what is proven).
+    type: bool
+    default: false
+  webhook_tenant_id:
+    description: The tenant id of the per-tenant webhook paths (see O(webhook_per_tenant)).
+    type: str
   timeout:
     description:
       - Seconds all probes together may take. Each probe retries until it passes or this deadline expires;
@@ -321,6 +336,8 @@ ARGUMENT_SPEC = {
     "env_file": {"type": "path"},
     "probes": {"type": "list", "elements": "str", "choices": list(smoke.PROBES), "default": list(smoke.PROBES)},
     "webhook_functions": {"type": "list", "elements": "str", "default": []},
+    "webhook_per_tenant": {"type": "bool", "default": False},
+    "webhook_tenant_id": {"type": "str"},
     "timeout": {"type": "float", "default": smoke.DEFAULTS["timeout"]},
     "interval": {"type": "float", "default": smoke.DEFAULTS["interval"]},
     "request_timeout": {"type": "float", "default": smoke.DEFAULTS["request_timeout"]},
@@ -333,6 +350,12 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = dict(module.params)
     key_file = params.pop("api_key_file")
+    if params.pop("webhook_per_tenant"):
+        if not params.get("webhook_tenant_id") and key_file:
+            params["webhook_tenant_id"] = smoke.read_tenant_id_file(key_file)
+        params["webhook_tenant_id"] = params.get("webhook_tenant_id") or smoke.NIL_TENANT
+    else:
+        params["webhook_tenant_id"] = None
     if not params.get("api_key") and key_file:
         try:
             params["api_key"] = smoke.read_api_key_file(key_file)

@@ -128,6 +128,9 @@ def test_doctor_names_each_fault_and_reports_ok_when_healthy(live):
     rc, res = doctor("--check")
     assert_all_ok(rc, res)
     assert res["changed"] is False
+    # the reference release makes tenants as PayCraft does (provision_app, provision_tenant): green, no trigger asked
+    tenancy = next(line for line in res["lines"] if line.startswith("OK   tenant_trigger"))
+    assert "this release makes tenants through provision_app() and provision_tenant()" in tenancy, tenancy
     print("\n".join(res["lines"]))
 
     # --- Port already in use: kong stopped, a process listens on 54321 in its place
@@ -233,16 +236,26 @@ def test_doctor_names_each_fault_and_reports_ok_when_healthy(live):
     wait_for(lambda: container_state(host, CONTAINERS["db"]).get("Health", {}).get("Status") == "healthy",
              timeout=120, what="paycraft_db healthy again")
 
-    # --- No tenant on sign-up: the ledger row of 030 deleted and the trigger dropped
-    docker(host, "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c",
-           "DELETE FROM _paycraft_migrations WHERE version = '030_create_tenants_trigger'; "
-           "DROP TRIGGER on_auth_user_created_tenancy ON auth.users")
+    # --- No tenant for a new user: the release makes tenants through provision_app (PayCraft's 048, no signup
+    # trigger); a revoked grant, then the function dropped and its ledger row deleted
+    def psql(sql):
+        docker(host, "exec", CONTAINERS["db"], "psql", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
+               "-c", sql)
+
+    psql("REVOKE EXECUTE ON FUNCTION public.provision_app(text) FROM authenticated, PUBLIC")
     rc, res = doctor()
     bad = failing(res)
     assert list(bad) == ["tenant_trigger"], bad
     assert bad["tenant_trigger"].startswith(
-        "FAIL tenant_trigger: 030_create_tenants_trigger is not in _paycraft_migrations; auth.users has no trigger "
-        "calling handle_new_user_tenancy() either. Fix: re-run ./migrations-bootstrap.sh")
+        "FAIL tenant_trigger: provision_app() exists in paycraft_db but the role authenticated may not execute it"), bad
+    psql("DELETE FROM _paycraft_migrations WHERE version = '048_multi_app_tenant_admins'; "
+         "DROP FUNCTION public.provision_app(text)")
+    rc, res = doctor()
+    bad = failing(res)
+    assert list(bad) == ["tenant_trigger"], bad
+    assert "but provision_app() missing in paycraft_db; 048_multi_app_tenant_admins not in _paycraft_migrations." \
+        in bad["tenant_trigger"], bad
+    assert "Fix: re-run ./migrations-bootstrap.sh" in bad["tenant_trigger"]
     migrations_bootstrap(selfhost, host=host)
 
     # --- everything restored: all OK again (a normal run)

@@ -98,6 +98,8 @@ class Stack(BaseHTTPRequestHandler):
         return self.function_post(url.path.removeprefix(FUNCTIONS_PREFIX))
 
     def function_post(self, name):
+        # the edge runtime's main router takes the first segment: /functions/v1/<name>[/<tenant_id>...]
+        name = name.split("/", 1)[0]
         if name not in self.webhook_functions:
             return self._send(404, {"message": "Function not found"})
         return self.webhook(name)
@@ -230,6 +232,32 @@ class WebhookKeyAuth(Stack):
 class WebhookBadGateway(Stack):
     def function_post(self, name):
         return self._send(502, KONG_BAD_GATEWAY)
+
+
+class PayCraftWebhooks(Stack):
+    """PayCraft's own webhook functions behind a gateway: per-tenant paths (``/functions/v1/<name>/<tenant_id>``),
+    plain-text refusals. stripe/razorpay check the signature header first (400 ``Missing stripe-signature``);
+    paddle-like ones check a signature only when one is sent and a secret is set, then parse the body: a body
+    that is not JSON gets 400 ``Invalid JSON``, a JSON one is taken as an event (200 ``{"received": true}``).
+    The unknown-name answer is the edge runtime's. ``server.tenant_paths`` records the tenant segment seen."""
+
+    webhook_functions = ("stripe-webhook", "razorpay-webhook", "paddle-webhook")
+
+    def function_post(self, name):
+        name, _, tenant = name.partition("/")
+        self.server.__dict__.setdefault("tenant_paths", []).append(tenant)
+        if name not in self.webhook_functions:
+            return self._send(404, {"message": "Function not found"})
+        if name == "stripe-webhook" and not self.headers.get("Stripe-Signature"):
+            return self._send(400, b"Missing stripe-signature", "text/plain")
+        if name == "razorpay-webhook" and not self.headers.get("X-Razorpay-Signature"):
+            return self._send(400, b"Missing x-razorpay-signature", "text/plain")
+        body = self.server.seen[-1]["body"]
+        try:
+            json.loads(body)
+        except ValueError:
+            return self._send(400, b"Invalid JSON", "text/plain")
+        return self._send(200, {"received": True})
 
 
 class WebhookAcceptsUnsigned(Stack):

@@ -28,6 +28,7 @@ from smoke_servers import (
     MissingPaywall,
     NotJson,
     NotKong,
+    PayCraftWebhooks,
     RestUnreachable,
     RootBadGateway,
     ServiceRoleRejected,
@@ -533,7 +534,25 @@ def test_webhook_routes_reach_their_functions(http_server):
     # as a provider: no apikey, no bearer, no signature
     for s in posts:
         assert not {"apikey", "authorization", "stripe-signature", "x-razorpay-signature"} & set(s["headers"])
-        assert s["body"] == b"{}"
+        assert s["body"] == smoke.WEBHOOK_PROBE_BODY
+
+
+def test_paycraft_s_own_functions_on_per_tenant_paths(http_server):
+    """Real PayCraft: plain-text refusals, a function that takes any JSON body, paths that carry the tenant."""
+    gateway = http_server(PayCraftWebhooks)
+    names = ["paddle-webhook", "razorpay-webhook", "stripe-webhook"]
+    tenant = "6f1c2d3e-0000-4000-8000-000000000001"
+    result = run(api_url=gateway.url, anon_key=ANON_KEY, probes=["gateway"], webhook_functions=names,
+                 webhook_tenant_id=tenant)
+    assert result["ok"], result["message"]
+    assert result["probes"]["stripe-webhook"]["detail"] == (
+        "HTTP 400 Missing stripe-signature (the function refuses an unsigned POST)")
+    assert result["probes"]["paddle-webhook"]["detail"] == (
+        "HTTP 400 Invalid JSON (the function refuses an unsigned POST)")
+    assert sorted(s["path"] for s in gateway.seen if s.get("method") == "POST") == [
+        f"/functions/v1/{n}/{tenant}" for n in names]
+    # a JSON body would have been taken for an event by paddle-webhook: the probe's body is not JSON
+    assert gateway.server.tenant_paths == [tenant] * 3
 
 
 def test_webhook_probes_follow_a_sub_path(http_server):

@@ -208,6 +208,54 @@ def test_a_release_with_webhook_functions_gets_a_probe_for_each(tmp_path, stack,
     assert "smoke: 5/5 probes passed" in output
 
 
+@pytest.mark.postgres
+def test_per_tenant_webhook_paths_are_probed_and_printed_as_a_pattern(tmp_path, http_server, pg):
+    """PayCraft's provision_app hands out /functions/v1/stripe-webhook/<tenant_id>: the probes use the smoke
+    tenant's path, the summary says the paths are per tenant and prints the pattern."""
+    stack = tenant_stack(http_server, "provision_app")
+    dashboard = http_server(Dashboard)
+    functions = ("config", "main", "stripe-webhook", "razorpay-webhook")
+    rc, output = run_role(tmp_path, stack, dashboard, pg, functions=functions,
+                          paycraft_api_url="https://api.billing.example.com")
+    assert rc == 0, output[-4000:]
+    assert "smoke: 7/7 probes passed" in output
+    tenant = stack.server.db["tenants"][EMAIL]
+    posts = sorted(s["path"] for s in stack.seen if s.get("method") == "POST" and "/functions/v1/" in s["path"])
+    assert posts == [f"/functions/v1/razorpay-webhook/{tenant}", f"/functions/v1/stripe-webhook/{tenant}"]
+    urls = json.loads((tmp_path / "webhook-urls.json").read_text())
+    assert urls[0].startswith("Webhook URLs are per tenant on this release"), urls
+    assert "https://api.billing.example.com/functions/v1/<name>/<tenant_id>" in urls[0]
+    assert urls[1:] == [
+        "Webhook URL (set at Razorpay): https://api.billing.example.com/functions/v1/razorpay-webhook/<tenant_id>",
+        "Webhook URL (set at Stripe): https://api.billing.example.com/functions/v1/stripe-webhook/<tenant_id>"]
+
+    # a later run with the saved key: the release's migration says the paths are per tenant, the saved
+    # tenant id is probed
+    migrations = tmp_path / "src" / "server" / "migrations"
+    migrations.mkdir(parents=True)
+    (migrations / "048_multi_app_tenant_admins.sql").write_text(
+        "-- returns\n  RETURN jsonb_build_object(\n"
+        "    'webhook_url', format('/functions/v1/stripe-webhook/%s', v_tenant_id));\n")
+    stack.server.seen.clear()
+    rc, output = run_role(tmp_path, stack, dashboard, pg, functions=functions, paycraft_smoke_use_saved_key=True,
+                          paycraft_migrations_dir=str(migrations))
+    assert rc == 0, output[-4000:]
+    posts = sorted(s["path"] for s in stack.seen if s.get("method") == "POST" and "/functions/v1/" in s["path"])
+    assert posts == [f"/functions/v1/razorpay-webhook/{tenant}", f"/functions/v1/stripe-webhook/{tenant}"]
+    assert json.loads((tmp_path / "webhook-urls.json").read_text())[0].startswith("Webhook URLs are per tenant")
+
+    # an operator's key: no smoke tenant to take the id from, the route is probed with the nil UUID
+    stack.server.seen.clear()
+    rc, output = run_role(tmp_path, stack, dashboard, pg, functions=functions,
+                          paycraft_smoke_api_key=stack.server.db["keys"][EMAIL],
+                          paycraft_migrations_dir=str(migrations))
+    assert rc == 0, output[-4000:]
+    posts = sorted(s["path"] for s in stack.seen if s.get("method") == "POST" and "/functions/v1/" in s["path"])
+    assert posts == ["/functions/v1/razorpay-webhook/00000000-0000-0000-0000-000000000000",
+                     "/functions/v1/stripe-webhook/00000000-0000-0000-0000-000000000000"]
+    assert not [s for s in stack.seen if s["path"].startswith(("/auth/v1/signup", "/rest/v1/rpc/"))]
+
+
 class _OpenGateway(TenantStack):
     """A gateway without Kong's key check: /auth/v1/ answers a request with no apikey."""
 

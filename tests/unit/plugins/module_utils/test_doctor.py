@@ -5,7 +5,8 @@
   changed password; pg_isready over the wire on a live and on a closed port);
 * config_function / dashboard_npm / postgres logs: output captured from the reference images
   (doctor_inputs/README.md says how), replayed as the docker CLI printed it;
-* tenant_trigger: the release's real migration 030 in a real database, read with psql.
+* tenant_trigger: the two tenancy shapes (a signup trigger; PayCraft's provisioning RPCs) applied to a real
+  database, read with psql.
 
 The integration test (tests/integration/doctor) runs the same checks through Ansible on a
 Docker-in-Docker host with the stack up and faults injected for real.
@@ -25,11 +26,10 @@ from pathlib import Path
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import doctor as d
 from ansible_collections.paycraft.selfhost.plugins.module_utils import keys as k
-from paycraft_testlib import REPO, free_port
+from paycraft_testlib import free_port
 
 INPUTS = Path(__file__).parent / "doctor_inputs"
 NOW = 1_800_000_000.0
-MIGRATIONS = REPO / "reference" / "release" / "base" / "server" / "migrations"
 
 
 def iso(epoch: float) -> str:
@@ -348,9 +348,46 @@ def test_sdk_key_with_a_trailing_newline_and_stale_containers(tmp_path):
 # ------------------------------------------------------------------ tenant on signup
 
 
+# The two ways a release makes a tenant, as migrations written here (the reference release moves on: these
+# stay). The older reference shape: a signup trigger. PayCraft's (018 tenant_admins, 023/039
+# provision_tenant, 048 provision_app, each granted to authenticated): RPCs the dashboard calls, no trigger.
+TRIGGER_SHAPE = {
+    "030_create_tenants_trigger.sql": """
+CREATE TABLE public.tenants (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), owner uuid);
+CREATE OR REPLACE FUNCTION public.handle_new_user_tenancy() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.tenants (owner) VALUES (NEW.id); RETURN NEW; END $$;
+CREATE TRIGGER on_auth_user_created_tenancy AFTER INSERT ON auth.users
+  FOR EACH ROW EXECUTE FUNCTION public.handle_new_user_tenancy();
+""",
+}
+RPC_SHAPE = {
+    "014_tenants.sql": """
+CREATE TABLE public.tenants (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text,
+  api_key_test text UNIQUE, api_key_live text UNIQUE);
+""",
+    "018_dashboard_auth.sql": """
+CREATE TABLE IF NOT EXISTS public.tenant_admins (tenant_id uuid REFERENCES public.tenants (id), user_id uuid,
+  role text, UNIQUE (tenant_id, user_id));
+""",
+    "023_tenant_provisioning.sql": """
+CREATE OR REPLACE FUNCTION public.provision_tenant(p_user_id uuid, p_app_name text, p_email text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN RETURN '{}'::jsonb; END $$;
+REVOKE ALL ON FUNCTION public.provision_tenant(uuid, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.provision_tenant(uuid, text, text) TO authenticated;
+""",
+    "048_multi_app_tenant_admins.sql": """
+CREATE OR REPLACE FUNCTION provision_app(p_app_name TEXT)
+RETURNS JSONB LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN RETURN '{}'::jsonb; END $$;
+REVOKE ALL ON FUNCTION provision_app(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION provision_app(TEXT) TO authenticated;
+""",
+}
+
+
 @pytest.fixture
-def tenancy_db(pg_db):
-    """A database with auth.users, the ledger, and the release's real migration 030 applied."""
+def tenancy_db(pg_db, tmp_path):
+    """A database with auth.users and the ledger; ``apply(shape)`` writes the shape's migrations into a directory
+    (returned), applies them with psql and records them in the ledger, as migrations-bootstrap.sh does."""
     if shutil.which("psql") is None:
         pytest.skip("psql not installed")
     env = {**os.environ, "PGPASSWORD": pg_db["password"]}
@@ -360,12 +397,21 @@ def tenancy_db(pg_db):
                     "raw_user_meta_data jsonb);"
                     "DO $$ BEGIN CREATE ROLE anon; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
                     "DO $$ BEGIN CREATE ROLE authenticated; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+                    "CREATE EXTENSION IF NOT EXISTS pgcrypto;"
                     "CREATE TABLE _paycraft_migrations (version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL "
-                    "DEFAULT now()); INSERT INTO _paycraft_migrations(version) VALUES ('030_create_tenants_trigger')"],
+                    "DEFAULT now());"],
                    env=env, check=True, capture_output=True)
-    proc = subprocess.run([*base, "-1", "-f", str(MIGRATIONS / "030_create_tenants_trigger.sql")], env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+
+    def apply(shape):
+        mdir = tmp_path / "migrations"
+        mdir.mkdir(exist_ok=True)
+        for name, sql in shape.items():
+            (mdir / name).write_text(sql)
+            proc = subprocess.run([*base, "-1", "-f", str(mdir / name)], env=env, capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr
+            subprocess.run([*base, "-c", f"INSERT INTO _paycraft_migrations(version) VALUES ('{name[:-4]}')"],
+                           env=env, check=True, capture_output=True)
+        return str(mdir)
 
     def exec_(argv):
         # `docker exec paycraft_db psql -U postgres -d postgres ARGS` -> the same psql ARGS on the test database
@@ -375,14 +421,16 @@ def tenancy_db(pg_db):
                            capture_output=True, text=True)
         return p.returncode, p.stdout, p.stderr
 
-    return {"exec": exec_, "psql": lambda sql: subprocess.run([*base, "-c", sql], env=env, check=True)}
+    return {"exec": exec_, "apply": apply,
+            "psql": lambda sql: subprocess.run([*base, "-c", sql], env=env, check=True, capture_output=True)}
 
 
 def test_tenant_trigger_ok_then_dropped_then_ledger_row_deleted(tmp_path, tenancy_db):
     runner = Docker(containers={"paycraft_db": container()}, exec_=tenancy_db["exec"])
+    mdir = tenancy_db["apply"](TRIGGER_SHAPE)
 
     def check():
-        return only(doctor(tmp_path, runner, migrations_dir=str(MIGRATIONS)).check_tenant_trigger())
+        return only(doctor(tmp_path, runner, migrations_dir=mdir).check_tenant_trigger())
 
     assert check()["status"] == d.OK
     tenancy_db["psql"]("DROP TRIGGER on_auth_user_created_tenancy ON auth.users")
@@ -397,6 +445,61 @@ def test_tenant_trigger_ok_then_dropped_then_ledger_row_deleted(tmp_path, tenanc
     assert gone["message"] == ("030_create_tenants_trigger is not in _paycraft_migrations; auth.users has no "
                                "trigger calling handle_new_user_tenancy() either.")
     assert gone["fix"].startswith("re-run ./migrations-bootstrap.sh")
+
+
+def test_paycraft_s_provisioning_rpcs_are_green_without_a_signup_trigger(tmp_path, tenancy_db):
+    """Real PayCraft has no signup trigger: the runbook's stale entry must not make the check fail."""
+    runner = Docker(containers={"paycraft_db": container()}, exec_=tenancy_db["exec"])
+    mdir = tenancy_db["apply"](RPC_SHAPE)
+
+    def check():
+        return only(doctor(tmp_path, runner, migrations_dir=mdir).check_tenant_trigger())
+
+    res = check()
+    assert res["status"] == d.OK, res
+    assert res["message"].startswith("this release makes tenants through provision_app() and provision_tenant() "
+                                     "(migrations 018_dashboard_auth, 023_tenant_provisioning, "
+                                     "048_multi_app_tenant_admins in _paycraft_migrations)")
+    assert "No signup trigger is expected" in res["message"]
+
+    # a revoked grant: a signed-in user gets no tenant
+    tenancy_db["psql"]("REVOKE EXECUTE ON FUNCTION provision_app(text) FROM authenticated")
+    revoked = check()
+    assert revoked["status"] == d.FAIL
+    assert revoked["message"].startswith("provision_app() exists in paycraft_db but the role authenticated may not")
+    assert "GRANT EXECUTE ON FUNCTION public.provision_app TO authenticated" in revoked["fix"]
+    tenancy_db["psql"]("GRANT EXECUTE ON FUNCTION provision_app(text) TO authenticated")
+
+    # the function gone and its migration out of the ledger (a restore of an older dump)
+    tenancy_db["psql"]("DROP FUNCTION provision_app(text); "
+                       "DELETE FROM _paycraft_migrations WHERE version = '048_multi_app_tenant_admins'")
+    gone = check()
+    assert gone["status"] == d.FAIL
+    assert gone["message"].endswith("but provision_app() missing in paycraft_db; 048_multi_app_tenant_admins not "
+                                    "in _paycraft_migrations.")
+    assert gone["fix"].startswith("re-run ./migrations-bootstrap.sh")
+    assert "trigger" not in gone["message"] + gone["fix"]
+
+
+def test_a_release_with_neither_fails_with_the_fix(tmp_path):
+    mdir = tmp_path / "migrations"
+    mdir.mkdir()
+    (mdir / "001_subscriptions.sql").write_text("CREATE TABLE subscriptions (id int);\n")
+    res = only(doctor(tmp_path, Docker(), migrations_dir=str(mdir)).check_tenant_trigger())
+    assert res["status"] == d.FAIL
+    assert "neither the signup trigger's handle_new_user_tenancy() nor a provisioning RPC" in res["message"]
+    assert "upgrade.yml" in res["fix"]
+
+
+def test_the_tenancy_objects_are_found_in_paycraft_s_spellings(tmp_path):
+    mdir = tmp_path / "m"
+    mdir.mkdir()
+    (mdir / "018_a.sql").write_text("CREATE TABLE IF NOT EXISTS public.tenant_admins (id uuid);")
+    (mdir / "039_b.sql").write_text("CREATE OR REPLACE FUNCTION provision_tenant(\n  p_user_id UUID)")
+    (mdir / "048_c.sql").write_text('create function public."provision_app"(p_app_name text)')
+    (mdir / "049_d.sql").write_text("-- calls provision_app(...) but creates nothing")
+    owners = doctor(tmp_path, Docker())._tenancy_owners(str(mdir), sorted(p.name for p in mdir.iterdir()))
+    assert owners == {"tenant_admins": "018_a", "provision_tenant": "039_b", "provision_app": "048_c"}
 
 
 def test_another_server_on_the_gateway_port_is_not_blamed_on_the_runtime(tmp_path):

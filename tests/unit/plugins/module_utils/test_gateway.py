@@ -8,6 +8,7 @@ tests/integration/reference/test_images.py.
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 import yaml
@@ -30,9 +31,9 @@ def plugins_of(config, name):
 
 def test_rest_and_auth_check_keys_functions_stay_open():
     out = gateway.with_key_check(release_kong(), ANON, SERVICE)
-    assert plugins_of(out, "rest-v1") == {"key-auth": {"hide_credentials": True},
+    assert plugins_of(out, "rest-v1") == {"key-auth": {"key_names": ["apikey"], "hide_credentials": True},
                                          "acl": {"hide_groups_header": True, "allow": ["admin", "anon"]}}
-    assert plugins_of(out, "auth-v1")["key-auth"] == {"hide_credentials": False}
+    assert plugins_of(out, "auth-v1")["key-auth"] == {"key_names": ["apikey"], "hide_credentials": False}
     assert plugins_of(out, "functions-v1") == {}
     described = gateway.describe(out)
     assert sorted(described["checked_routes"]) == ["/auth/v1/", "/rest/v1/"]
@@ -129,6 +130,129 @@ def test_the_reference_gateway_accepts_the_file():
     assert "map $kong_consumer $kong_acl_1 {" in nginx and "map $kong_consumer $kong_acl_2 {" not in nginx
     verify = nginx.split("location ^~ /auth/v1/verify {")[1].split("}")[0]
     assert "$kong_key" not in verify
+
+
+# ------------------------------------------------------------------ Kong 3.x's own schemas
+# The facts below are Kong 3.x's field names and types, from Kong's public source (Kong/kong):
+#   kong/plugins/key-auth/schema.lua   config: key_names (array of header names, required, default {"apikey"}),
+#                                      hide_credentials, key_in_header, key_in_query, key_in_body,
+#                                      run_on_preflight (booleans), anonymous, realm (strings)
+#   kong/plugins/acl/schema.lua        config: allow, deny (arrays of strings; only_one_of and at_least_one_of
+#                                      {allow, deny}), hide_groups_header, include_consumer_groups,
+#                                      always_use_authenticated_groups (booleans)
+#   kong/plugins/key-auth/daos.lua     keyauth_credentials: id, created_at, consumer, key (string), tags, ttl
+#   kong/plugins/acl/daos.lua          acls: id, created_at, consumer, group (string, required), tags
+#   kong/db/schema/entities/consumers.lua  id, created_at, updated_at, username, custom_id (strings), tags;
+#                                      at_least_one_of {custom_id, username}; in a declarative file the
+#                                      credentials nest under their consumer (keyauth_credentials, acls)
+#   kong/db/schema/entities/plugins.lua    id, name, instance_name, created_at, updated_at, route, service,
+#                                      consumer, config, protocols, enabled, tags, ordering
+#   kong/db/declarative (format)       _format_version "3.0" (a string; "1.1" and "2.1" are still read)
+BOOL, STR, STR_ARRAY = "boolean", "string", "list of strings"
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")  # typedefs.header_name: an HTTP token
+PLUGIN_CONFIG = {
+    "key-auth": {"key_names": STR_ARRAY, "hide_credentials": BOOL, "anonymous": STR, "key_in_header": BOOL,
+                 "key_in_query": BOOL, "key_in_body": BOOL, "run_on_preflight": BOOL, "realm": STR},
+    "acl": {"allow": STR_ARRAY, "deny": STR_ARRAY, "hide_groups_header": BOOL, "include_consumer_groups": BOOL,
+            "always_use_authenticated_groups": BOOL},
+}
+PLUGIN_FIELDS = {"id", "name", "instance_name", "created_at", "updated_at", "route", "service", "consumer", "config",
+                 "protocols", "enabled", "tags", "ordering"}
+CONSUMER_FIELDS = {
+    "id": STR, "created_at": "integer", "updated_at": "integer", "username": STR, "custom_id": STR,
+    "tags": STR_ARRAY}
+NESTED_CREDENTIALS = {"keyauth_credentials": {"id": STR, "created_at": "integer", "key": STR, "tags": STR_ARRAY,
+                                              "ttl": "integer"},
+                      "acls": {"id": STR, "created_at": "integer", "group": STR, "tags": STR_ARRAY}}
+FORMAT_VERSIONS = ("3.0", "2.1", "1.1")
+
+
+def _type_ok(value, kind):
+    if kind == BOOL:
+        return isinstance(value, bool)
+    if kind == STR:
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def kong3_problems(config):
+    """What Kong 3.x would refuse in the plugins and consumers of a declarative file (the facts above)."""
+    problems = []
+    if str(config.get("_format_version")) not in FORMAT_VERSIONS or not isinstance(config["_format_version"], str):
+        problems.append(f"_format_version {config.get('_format_version')!r}")
+    plugins = [p for s in config.get("services") or [] for p in s.get("plugins") or []]
+    plugins += [p for s in config.get("services") or [] for r in s.get("routes") or [] for p in r.get("plugins") or []]
+    plugins += list(config.get("plugins") or [])
+    for plugin in plugins:
+        schema = PLUGIN_CONFIG.get(plugin.get("name"))
+        problems += [f"{plugin.get('name')}: unknown field {f}" for f in set(plugin) - PLUGIN_FIELDS]
+        if schema is None:
+            continue
+        conf = plugin.get("config") or {}
+        for field, value in conf.items():
+            if field not in schema:
+                problems.append(f"{plugin['name']}: unknown config field {field}")
+            elif not _type_ok(value, schema[field]):
+                problems.append(f"{plugin['name']}: {field} is not a {schema[field]}: {value!r}")
+        if plugin["name"] == "key-auth":
+            bad = [k for k in conf.get("key_names", ["apikey"]) if not HEADER_NAME.match(k)]
+            problems += [f"key-auth: key name {k!r} is not a header name" for k in bad]
+        if plugin["name"] == "acl" and ("allow" in conf) == ("deny" in conf):
+            problems.append("acl: exactly one of allow and deny")
+    for consumer in config.get("consumers") or []:
+        for field, value in consumer.items():
+            if field in NESTED_CREDENTIALS:
+                for cred in value:
+                    for f, v in cred.items():
+                        if f not in NESTED_CREDENTIALS[field] or not _type_ok(v, NESTED_CREDENTIALS[field][f]):
+                            problems.append(f"consumer {consumer.get('username')}: {field}.{f} = {v!r}")
+                if field == "acls" and not all(c.get("group") for c in value):
+                    problems.append(f"consumer {consumer.get('username')}: an acl without a group")
+            elif field not in CONSUMER_FIELDS or not _type_ok(value, CONSUMER_FIELDS[field]):
+                problems.append(f"consumer: field {field} = {value!r}")
+        if not (consumer.get("username") or consumer.get("custom_id")):
+            problems.append("consumer without username or custom_id")
+    return problems
+
+
+@pytest.mark.parametrize("source", [RELEASE_KONG, UPSTREAM_KONG])
+def test_the_file_matches_kong_3_schemas(source):
+    kong = yaml.safe_load(source.read_text())
+    if source == UPSTREAM_KONG:
+        kong = release_check.kong_with_rest(kong)
+    out = yaml.safe_load(gateway.render(gateway.with_key_check(kong, ANON, SERVICE)))
+    assert kong3_problems(out) == []
+    # what Supabase's own kong.yml sets, in Kong 3's names
+    rest = plugins_of(out, "rest-v1")
+    assert rest["key-auth"]["key_names"] == ["apikey"] and rest["key-auth"]["hide_credentials"] is True
+    assert rest["acl"] == {"hide_groups_header": True, "allow": ["admin", "anon"]}
+    assert [c["keyauth_credentials"][0]["key"] for c in out["consumers"]] == [ANON, SERVICE]
+
+
+def test_the_schema_facts_catch_what_kong_3_refuses():
+    """The checker itself: the names of older Kongs (whitelist, consumer credentials as flat fields) fail it."""
+    bad = {"_format_version": 3.0, "services": [{"name": "rest-v1", "plugins": [
+        {"name": "acl", "config": {"whitelist": ["anon"], "hide_groups_header": "yes"}},
+        {"name": "key-auth", "config": {"key_names": "apikey", "hide_credentials": 1}}]}],
+        "consumers": [{"username": "anon", "key": "x", "acls": [{"name": "anon"}]}, {"keyauth_credentials": []}]}
+    problems = kong3_problems(bad)
+    assert "_format_version 3.0" in problems
+    assert "acl: unknown config field whitelist" in problems and "acl: exactly one of allow and deny" in problems
+    assert "acl: hide_groups_header is not a boolean: 'yes'" in problems
+    assert "key-auth: key_names is not a list of strings: 'apikey'" in problems
+    assert "key-auth: hide_credentials is not a boolean: 1" in problems
+    assert "consumer: field key = 'x'" in problems and "consumer anon: acls.name = 'anon'" in problems
+    assert "consumer without username or custom_id" in problems
+
+
+def test_a_release_file_without_format_version_gets_3_0():
+    kong = release_kong()
+    kong.pop("_format_version")
+    assert gateway.with_key_check(kong, ANON, SERVICE)["_format_version"] == "3.0"
+    kong["_format_version"] = "2.1"
+    assert gateway.with_key_check(kong, ANON, SERVICE)["_format_version"] == "2.1"
 
 
 def test_kong_mount_target_from_the_compose_file():

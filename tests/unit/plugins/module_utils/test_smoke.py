@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import struct
@@ -460,6 +461,15 @@ def test_read_api_key_file(tmp_path):
         (400, '{"msg":"missing function name in request"}', False, "webhook_unsigned_accepted"),
         (400, "<html>bad request</html>", False, "webhook_unsigned_accepted"),
         (405, '{"error":"method_not_allowed"}', False, "webhook_unsigned_accepted"),
+        # PayCraft's own functions refuse in plain text (stripe-webhook, razorpay-webhook, paddle-webhook ...)
+        (400, "Missing stripe-signature", True, None),
+        (400, "Invalid JSON", True, None),
+        (422, '{"error":"unprocessable"}', True, None),
+        (401, "Invalid signature", True, None),
+        (401, "", False, "webhook_gateway_auth"),
+        (403, '{"message":"You cannot consume this service"}', False, "webhook_gateway_auth"),
+        (400, "", False, "webhook_unsigned_accepted"),
+        (200, "ok", False, "webhook_unsigned_accepted"),
     ],
 )
 def test_webhook_answers_are_classified(status, body, passed, cause):
@@ -470,6 +480,8 @@ def test_webhook_answers_are_classified(status, body, passed, cause):
 
 def test_webhook_path_follows_the_config_path():
     assert smoke.webhook_path("/functions/v1/config", "stripe-webhook") == "/functions/v1/stripe-webhook"
+    # the per-tenant path PayCraft's provision_app hands out (webhook_url)
+    assert smoke.webhook_path("/functions/v1/config", "stripe-webhook", "t-1") == "/functions/v1/stripe-webhook/t-1"
     assert smoke.webhook_path("/paycraft/functions/v1/config", "razorpay-webhook") == (
         "/paycraft/functions/v1/razorpay-webhook")
 
@@ -506,11 +518,45 @@ def test_webhook_probes_are_counted_after_the_five(monkeypatch):
     posts = [s for s in seen if s[0] == "POST"]
     assert sorted(u for _, u, _, _ in posts) == ["http://127.0.0.1:54321/functions/v1/razorpay-webhook",
                                                   "http://127.0.0.1:54321/functions/v1/stripe-webhook"]
-    # the providers send no apikey, so neither does the probe
-    assert all("apikey" not in h and "Authorization" not in h and d == b"{}" for _, _, h, d in posts)
+    # the providers send no apikey, so neither does the probe; its body is not JSON (no function takes it for an event)
+    assert all("apikey" not in h and "Authorization" not in h and d == smoke.WEBHOOK_PROBE_BODY for _, _, h, d in posts)
+    with pytest.raises(ValueError):
+        json.loads(smoke.WEBHOOK_PROBE_BODY)
+
+
+def test_per_tenant_webhook_paths_are_probed_with_the_tenant_id(monkeypatch):
+    seen = []
+
+    def fake_http(url, method="GET", headers=None, timeout=5.0, validate_certs=True, data=None, ca_file=None):
+        seen.append(url)
+        # PayCraft's stripe-webhook: plain text, before it looks the tenant up
+        return smoke.HttpAnswer(400, b"Missing stripe-signature", {})
+
+    monkeypatch.setattr(smoke, "http_request", fake_http)
+    result = smoke.run_probes({"probes": ["gateway"], "webhook_functions": ["stripe-webhook"], "timeout": 0,
+                               "webhook_tenant_id": "6f1c2d3e-0000-4000-8000-000000000001"})
+    assert "http://127.0.0.1:54321/functions/v1/stripe-webhook/6f1c2d3e-0000-4000-8000-000000000001" in seen
+    assert result["probes"]["stripe-webhook"]["detail"] == (
+        "HTTP 400 Missing stripe-signature (the function refuses an unsigned POST)")
 
 
 def test_without_webhook_functions_the_count_is_unchanged(monkeypatch):
     monkeypatch.setattr(smoke, "http_request", lambda *a, **k: smoke.HttpAnswer(404, b"no Route matched", {}))
     result = smoke.run_probes({"probes": ["gateway"], "timeout": 0})
     assert result["summary"].startswith("smoke: 1/1 probes passed (gateway ")
+
+
+def test_the_tenant_id_of_the_credentials_file_is_read_or_none(tmp_path):
+    f = tmp_path / "smoke-user.json"
+    f.write_text(json.dumps({"api_key": "pk_test_x", "tenant_id": "11111111-2222-3333-4444-555555555555"}))
+    assert smoke.read_tenant_id_file(str(f)) == "11111111-2222-3333-4444-555555555555"
+    f.write_text(json.dumps({"api_key": "pk_test_x", "tenant_id": None}))
+    assert smoke.read_tenant_id_file(str(f)) is None
+    f.write_text(json.dumps({"tenant_id": "../../etc"}))
+    assert smoke.read_tenant_id_file(str(f)) is None
+    assert smoke.read_tenant_id_file(str(tmp_path / "missing.json")) is None
+
+
+def test_a_tenant_id_that_is_not_one_is_refused():
+    params = smoke._with_defaults({"api_key": "pk_test_x", "webhook_tenant_id": "a/b"})
+    assert any("webhook_tenant_id" in e for e in smoke.validate(params))
