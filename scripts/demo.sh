@@ -29,5 +29,21 @@ bash reference/build-images.sh
 echo "[demo] generating the reference release"
 bash reference/make-release.sh
 
+# A demo installed from an earlier reference release has tags that this one rebuilt (the reference's
+# tags are regenerated from reference/release/, and their commits change when it does): say how to
+# start over instead of letting the checkout refuse to clobber them.
+ref_repo="$REPO/reference/build/paycraft.git"
+if [ -d /opt/paycraft/src/.git ] && [ "$(git -C /opt/paycraft/src config remote.origin.url 2>/dev/null)" = "file://$ref_repo" ]; then
+  for tag in $(git -C "$ref_repo" tag); do
+    installed=$(git -C /opt/paycraft/src rev-parse -q --verify "refs/tags/$tag^{commit}" 2>/dev/null || true)
+    if [ -n "$installed" ] && [ "$installed" != "$(git -C "$ref_repo" rev-parse "refs/tags/$tag^{commit}")" ]; then
+      echo "[demo] the demo in /opt/paycraft was installed from an earlier reference release (its tag $tag" >&2
+      echo "[demo] is another commit now). Nothing was changed. Start it over (this deletes the demo's data):" >&2
+      echo "[demo]   scripts/demo.sh --destroy && scripts/demo.sh" >&2
+      exit 1
+    fi
+  done
+fi
+
 echo "[demo] ansible-playbook -i inventories/local playbooks/site.yml $*"
 exec ansible-playbook -i inventories/local/hosts.yml playbooks/site.yml "$@"
