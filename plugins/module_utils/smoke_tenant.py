@@ -143,6 +143,12 @@ class SmokeTenant:
         status, text = self.ask("POST", "/auth/v1/token?grant_type=password",
                                 {"email": self.email, "password": self.password})
         doc = parse(text)
+        if status == 400 and "not confirmed" in (text or "").lower():
+            raise TenantError(
+                f"The smoke user {self.email} signed up on {self.host} but cannot sign in before its e-mail address "
+                f"is confirmed ({describe_error(status, text)}): GoTrue asks for a confirmation mail. Set "
+                "paycraft_smoke_api_key to the key of an existing test tenant, or enable auto-confirmation "
+                "(GOTRUE_MAILER_AUTOCONFIRM=true) where no mail can be delivered.")
         if status != 200 or not isinstance(doc, dict) or not doc.get("access_token"):
             raise TenantError(
                 f"The smoke user {self.email} cannot sign in on {self.host} ({describe_error(status, text)} "

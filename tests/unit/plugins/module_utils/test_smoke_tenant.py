@@ -155,6 +155,16 @@ def test_a_wrong_password_stops_at_sign_in_and_names_the_credentials_file():
     assert "/etc/paycraft/smoke-user.json" in exc.value.message and "paycraft_smoke_api_key" in exc.value.message
 
 
+def test_an_unconfirmed_e_mail_is_named_not_blamed_on_the_password_file():
+    routes = {("POST", "/auth/v1/signup"): (200, {"id": "uid-1"}),
+              ("POST", "/auth/v1/token"): (400, {"error": "invalid_grant", "error_description": "Email not confirmed"})}
+    f, _ = finder(routes)
+    with pytest.raises(st.TenantError) as exc:
+        f.find()
+    assert "before its e-mail address is confirmed" in exc.value.message and "billing-1" in exc.value.message
+    assert "GOTRUE_MAILER_AUTOCONFIRM" in exc.value.message and "password" not in exc.value.message
+
+
 def test_a_gateway_that_never_answers_gives_up_at_the_deadline():
     routes = {("POST", "/auth/v1/signup"): st.Unreachable("connection refused")}
     f, _ = finder(routes, timeout=10)
