@@ -6,7 +6,7 @@
 A backup is a snapshot in the format of :mod:`snapshot` (one ``<UTC stamp>-<version>``
 directory, 0700, with ``database.dump``, ``globals.sql`` and ``manifest.json``, files 0600), so
 ``rollback.yml`` restores either. Backups live in a directory of their own
-(``/var/backups/paycraft/backups`` by default), so an upgrade's snapshot retention never
+(``/var/backups/paycraft-backups`` by default), so an upgrade's snapshot retention never
 removes one and backup retention never removes a snapshot. The manifest adds:
 
 ``kind``        ``backup``

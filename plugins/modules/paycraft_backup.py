@@ -49,7 +49,7 @@ options:
   backup_dir:
     description: Where backups live (outside the Docker volume), 0700.
     type: path
-    default: /var/backups/paycraft/backups
+    default: /var/backups/paycraft-backups
   version:
     description: The PayCraft version the database is at, in the backup's name and manifest (O(state=present)).
     type: str
@@ -220,7 +220,7 @@ def main():
         argument_spec=dict(
             state=dict(type="str", default="present",
                        choices=["present", "verified", "drilled", "decrypted", "fetched", "listed"]),
-            backup_dir=dict(type="path", default="/var/backups/paycraft/backups"),
+            backup_dir=dict(type="path", default="/var/backups/paycraft-backups"),
             version=dict(type="str", default="unknown"),
             name=dict(type="str"),
             keep_count=dict(type="int", default=7),

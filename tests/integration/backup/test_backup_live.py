@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 from conftest_release import SERVICES, http, make_release, missing_images, signup, wait_http  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-BACKUPS = "/var/backups/paycraft/backups"
+BACKUPS = "/var/backups/paycraft-backups"
 USERS = 6
 
 
