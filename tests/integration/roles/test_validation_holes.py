@@ -60,3 +60,59 @@ def test_separate_dirs_pass_and_the_defaults_do_not_overlap(tmp_path):
     res = play(tmp_path, [include("common", "dirs")],
                {"paycraft_snapshot_dir": "/var/backups/paycraft", "paycraft_backup_dir": "/var/backups/paycraft2"})
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize("version", ["v1.0.0\n", "v1.0.0\n--upload-pack=x"])
+def test_a_version_with_a_newline_is_refused(tmp_path, version):
+    res = play(tmp_path, [include("source", "validate")],
+               {"paycraft_version": version, "paycraft_source_repo": "file:///nowhere.git"})
+    assert res.returncode != 0, res.stdout[-3000:]
+    assert "is not a Git tag or commit" in res.stdout
+
+
+def test_a_plain_version_passes_validation(tmp_path):
+    res = play(tmp_path, [include("source", "validate")],
+               {"paycraft_version": "v1.0.0", "paycraft_source_repo": "file:///nowhere.git"})
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.mark.parametrize("limits", [{"db": {"privileged": True}}, {"db": {"mem_limit": "2g", "cap_add": ["ALL"]}},
+                                    {"db": "2g"}])
+def test_resource_limits_accept_only_resource_keys(tmp_path, limits):
+    res = play(tmp_path, [include("stack", "validate")], {"paycraft_stack_resource_limits": limits})
+    assert res.returncode != 0, res.stdout[-3000:]
+    assert "may only set resource limits" in res.stdout
+    bad = [f"db.{k}" for k in limits["db"] if k != "mem_limit"] if isinstance(limits["db"], dict) else ["db (not"]
+    assert all(b in res.stdout for b in bad), res.stdout[-3000:]
+
+
+def test_resource_limits_pass(tmp_path):
+    res = play(tmp_path, [include("stack", "validate")],
+               {"paycraft_stack_resource_limits": {"db": {"mem_limit": "2g", "cpus": 2, "pids_limit": 500}}})
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_git_archive_takes_the_version_as_a_name_never_an_option(tmp_path):
+    """The migrations role's check mode on a host without the checkout runs git archive --remote with
+    paycraft_version, validated or not (a run with --skip-tags validate, or the role alone)."""
+    work, repo = tmp_path / "w", tmp_path / "r.git"
+    (work / "server" / "migrations").mkdir(parents=True)
+    (work / "server" / "migrations" / "001_init.sql").write_text("select 1;\n")
+
+    def git(*args, cwd=work):
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qm", "v1")
+    git("tag", "v1.0.0")
+    git("clone", "-q", "--bare", str(work), str(repo), cwd=tmp_path)
+    dest = tmp_path / "not-checked-out"
+    base = {"paycraft_source_repo": f"file://{repo}", "paycraft_source_dest": str(dest),
+            "paycraft_migrations_dir": f"{dest}/server/migrations"}
+    marker = tmp_path / "ran"
+    res = play(tmp_path, [include("migrations", "check_mode")],
+               {**base, "paycraft_version": f"--exec=touch {marker};true"}, check=True)
+    assert not marker.exists(), "git archive ran --exec from paycraft_version"
+    assert res.returncode == 0, res.stdout[-3000:]
+    good = play(tmp_path, [include("migrations", "check_mode")], {**base, "paycraft_version": "v1.0.0"}, check=True)
+    assert "would apply 1 migrations from v1.0.0" in good.stdout, good.stdout[-3000:]
