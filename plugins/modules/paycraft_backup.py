@@ -83,7 +83,9 @@ options:
         choices: [none, path, rsync, restic]
         default: none
       dest:
-        description: The directory (C(path)), C(user@host:/dir) (C(rsync)) or the repository (C(restic)).
+        description:
+          - The directory (C(path)), C(user@host:/dir) (C(rsync)) or the repository (C(restic)).
+          - A password in a URL (C(rest:https://user:password@host/repo)) is masked in every output.
         type: str
         default: ""
       ssh_key:
@@ -137,6 +139,12 @@ options:
     description: Seconds any one dump, restore or copy command may take.
     type: int
     default: 3600
+  reserve_mb:
+    description:
+      - O(state=present) refuses before writing anything when the free space of O(backup_dir) is below
+        C(pg_database_size) plus this many MiB (the message names the free and needed bytes, the path, the host).
+    type: int
+    default: 256
 requirements:
   - the docker CLI on the managed host and a running database container
   - age to encrypt or decrypt, rsync and ssh or restic for the off-site copy
@@ -208,6 +216,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import backup as lib
+from ansible_collections.paycraft.selfhost.plugins.module_utils import redact
 
 
 def _short(backups):
@@ -244,6 +253,7 @@ def main():
             db_user=dict(type="str", default="postgres"),
             db_name=dict(type="str", default="postgres"),
             timeout=dict(type="int", default=3600),
+            reserve_mb=dict(type="int", default=256),
         ),
         required_if=[("state", "decrypted", ("path", "identity", "dest")), ("state", "fetched", ("dest",))],
         supports_check_mode=True,
@@ -253,6 +263,9 @@ def main():
     backup_dir = p["backup_dir"]
     host = os.uname()[1]
     off = p["offsite"] or {}
+    # a password in the off-site URL (restic's rest:https://user:password@...) is kept out of every output
+    for secret in redact.url_passwords(off.get("dest") or ""):
+        module.no_log_values.add(secret)
     try:
         if state == "decrypted":
             if module.check_mode:
@@ -283,7 +296,8 @@ def main():
                 module.get_bin_path("age", required=True)
             try:
                 result = lib.run(backup_dir, db, p["version"], p["keep_count"], p["keep_days"], target=target,
-                                 recipients=p["age_recipients"], collection_version=p["collection_version"])
+                                 recipients=p["age_recipients"], collection_version=p["collection_version"],
+                                 reserve=p["reserve_mb"] * 1048576)
             except lib.BackupError as exc:
                 status = lib.read_status(backup_dir)
                 module.fail_json(msg=f"{host}: {exc}", offsite_status=status,

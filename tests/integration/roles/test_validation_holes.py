@@ -116,3 +116,90 @@ def test_git_archive_takes_the_version_as_a_name_never_an_option(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:]
     good = play(tmp_path, [include("migrations", "check_mode")], {**base, "paycraft_version": "v1.0.0"}, check=True)
     assert "would apply 1 migrations from v1.0.0" in good.stdout, good.stdout[-3000:]
+
+
+def test_the_stack_diagnosis_prints_no_secret_from_the_logs(tmp_path):
+    """A failed phase prints the containers' last lines: the env file's secrets and JWTs are masked."""
+    jwt = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoiYW5vbiIsImlzcyI6InN1cGFiYXNlIn0."
+           "c2lnbmF0dXJlLW9mLXRoZS1hbm9uLWtleQ")
+    env = tmp_path / "paycraft.env"
+    env.write_text(f"PAYCRAFT_DB_PASSWORD=Db-Pass-0123456789\nPAYCRAFT_ANON_KEY={jwt}\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    docker = bindir / "docker"
+    # a docker CLI whose containers log what real ones do on a bad start: the connection string, a key
+    docker.write_text(
+        "#!/bin/sh\n"
+        "if [ \"$1\" = logs ]; then\n"
+        "  echo \"connecting to postgres://authenticator:Db-Pass-0123456789@db:5432/postgres\"\n"
+        f"  echo \"password authentication failed for user postgres (password Db-Pass-0123456789)\" >&2\n"
+        f"  echo \"anon request with apikey {jwt}\"\n"
+        "  exit 0\n"
+        "fi\n"
+        "echo 'paycraft_db exited Exited (1)'\n")
+    docker.chmod(0o755)
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{bindir}:{old_path}"
+    try:
+        res = play(tmp_path, [{"name": "diagnose", "ansible.builtin.include_role": {
+            "name": "paycraft.selfhost.stack", "tasks_from": "diagnose"},
+            "vars": {"_stack_phase": "core", "_stack_services": ["db", "rest"]}}],
+            {"paycraft_env_file": str(env)})
+    finally:
+        os.environ["PATH"] = old_path
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "The core phase of the stack failed on localhost" in out, out[-3000:]
+    assert "Last lines of paycraft_db" in out and "Last lines of paycraft_rest" in out, out[-3000:]
+    assert "password authentication failed" in out  # the advice still sees what went wrong
+    assert "Db-Pass-0123456789" not in out and jwt not in out and "eyJhbGci" not in out, out[-3000:]
+
+
+def test_the_drill_stages_decrypted_dumps_in_a_private_directory_of_its_own(tmp_path):
+    """The drill of an encrypted backup copies the decrypted dump to the host. A directory planted where it
+    stages (another user's, world-writable, reached through a symlink) never receives it."""
+    import hashlib
+    import shutil as _shutil
+
+    if not _shutil.which("age") or not _shutil.which("age-keygen"):
+        pytest.skip("age not installed")
+    identity = tmp_path / "identity.txt"
+    keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
+    recipient = keygen.stderr.split("Public key: ")[1].split()[0]
+    backups = tmp_path / "backups"
+    name = "20261128T230000Z-v1.0.0"
+    snap = backups / name
+    snap.mkdir(parents=True, mode=0o700)
+    files, plain = {}, {}
+    for fname, body in (("database.dump", b"PGDMP-decrypted-secret-rows"), ("globals.sql", b"ALTER ROLE x;\n")):
+        plain[fname] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        enc = subprocess.run(["age", "-r", recipient], input=body, capture_output=True, check=True).stdout
+        (snap / f"{fname}.age").write_bytes(enc)
+        files[f"{fname}.age"] = {"size": len(enc), "sha256": hashlib.sha256(enc).hexdigest()}
+    (snap / "manifest.json").write_text(json.dumps({
+        "manifest_version": 1, "kind": "backup", "version": "v1.0.0", "created_at": "2026-11-28T23:00:00Z",
+        "database": "postgres", "files": files, "size": 1, "tables": {}, "plaintext": plain,
+        "encryption": {"tool": "age", "recipients": [recipient]}, "verified": {"pg_restore_list_entries": None}}))
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    planted.chmod(0o777)
+    os.chown(planted, 1234, 1234)
+    link = tmp_path / "paycraft-backup-drill"
+    link.symlink_to(planted)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text("#!/bin/sh\necho 'no database here' >&2\nexit 1\n")
+    (bindir / "docker").chmod(0o755)
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{bindir}:{old_path}"
+    try:
+        res = play(tmp_path, [include("backup", "drill")],
+                   {"paycraft_backup_dir": str(backups), "paycraft_backup_drill_identity": str(identity),
+                    "paycraft_backup_drill_workdir": str(link)})
+    finally:
+        os.environ["PATH"] = old_path
+    out = res.stdout + res.stderr
+    assert "Copy the decrypted dump to the host" in out, out[-3000:]
+    staged = [str(p) for p in planted.rglob("*") if p.is_file()]
+    assert staged == [], f"decrypted files left in the planted directory: {staged}"
+    assert [p for p in planted.rglob("*")] == [], list(planted.rglob("*"))

@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -443,3 +444,60 @@ def test_restic_repository_copy_is_read_back_and_restored(tmp_path, db):
     assert b.drill(db, fetched)["passed"]
     assert target.remove([name]) == [name]
     assert target.remote_checksums(name) == {}
+
+
+# -- issue 32 item 7: partial directories, free space, credentials in the restic URL ------------------
+def test_a_killed_backup_directory_is_cleaned_by_the_next_run_and_a_complete_one_kept(tmp_path, db):
+    backups = str(tmp_path / "backups")
+    complete = _fake_backup(backups, 60, T0)
+    killed = os.path.join(backups, "20261128T225900Z-v1.0.0")
+    os.makedirs(killed)
+    Path(killed, s.DUMP).write_bytes(b"PGDMP-half")
+    result = b.run(backups, db, "v1.0.0", keep_count=7, keep_days=7, now=T0)
+    assert result["backup"]["cleaned"] == [killed]
+    assert not os.path.exists(killed) and os.path.isdir(os.path.join(backups, complete))
+    assert f"removed {killed}, left without its manifest by a killed run" in b.run_lines(result)
+
+
+def test_a_scheduled_backup_refuses_before_writing_when_the_disk_is_too_small(tmp_path, db):
+    backups = str(tmp_path / "backups")
+    with pytest.raises(b.SnapshotError) as err:
+        b.run(backups, db, "v1.0.0", keep_count=7, keep_days=7, now=T0, reserve=2048, free_of=lambda p: 1000)
+    msg = str(err.value)
+    assert "1000 bytes are free" in msg and f"{db.size() + 2048} bytes are needed" in msg
+    assert backups in msg and socket.gethostname() in msg
+    assert os.listdir(backups) == []
+
+
+def test_the_scheduled_command_refuses_on_a_full_disk(tmp_path, db, capsys, monkeypatch):
+    """The timer's command reads reserve_mb from backup.json; a tiny file system (a 1 MiB reserve too big)."""
+    backups = tmp_path / "backups"
+    cfg = tmp_path / "backup.json"
+    cfg.write_text(json.dumps({"backup_dir": str(backups), "container": "", "reserve_mb": 1 << 30}))
+    monkeypatch.setattr(b, "Database", lambda *a, **k: db)
+    assert b.cli(["--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "not enough disk for the backup" in err and str(backups) in err
+    assert os.listdir(backups) == []
+
+
+def test_a_password_in_the_restic_url_is_never_printed(tmp_path):
+    pw = tmp_path / "restic.pw"
+    pw.write_text("repo-password\n")
+    # a restic that fails and says which repository it could not open (restic's messages name it)
+    fake = tmp_path / "restic"
+    fake.write_text("#!/bin/sh\necho \"Fatal: unable to open repository at $RESTIC_REPOSITORY: connection refused\""
+                    " >&2\nexit 1\n")
+    fake.chmod(0o755)
+    url = "rest:https://paycraft:hunter2-s3cret@backup.example.invalid:8000/paycraft"
+    target = b.Target("restic", url, password_file=str(pw), restic=str(fake))
+    assert "hunter2-s3cret" not in target.describe()
+    assert "rest:https://paycraft:********@backup.example.invalid:8000/paycraft" in target.describe()
+    backups = tmp_path / "backups"
+    name = _fake_backup(str(backups), 1, T0)
+    with pytest.raises(b.BackupError) as err:
+        b.copy_offsite(str(backups), target, [name])
+    assert "connection refused" in str(err.value)
+    assert "hunter2-s3cret" not in str(err.value)
+    assert "hunter2-s3cret" not in (backups / b.STATUS).read_text()
+    assert "hunter2-s3cret" not in (b.previous_failure_line(b.read_status(str(backups))) or "")

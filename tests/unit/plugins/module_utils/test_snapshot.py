@@ -229,6 +229,6 @@ def test_take_refuses_before_writing_when_the_disk_is_too_small(tmp_path, db):
         s.take(backups, db, "v1.0.0", "0.1.0", keep=5, kind="rotation", reserve=1000, free_of=lambda p: 4096)
     msg = str(err.value)
     size = db.size()
-    assert f"4096 bytes are free" in msg and f"{size + 1000} bytes are needed" in msg
+    assert "4096 bytes are free" in msg and f"{size + 1000} bytes are needed" in msg
     assert backups in msg and s.socket.gethostname() in msg
     assert os.listdir(backups) == []
