@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.paycraft.selfhost.plugins.module_utils.envfile import EnvFile
-
 MASK = "********"
 # scheme://user:password@host (restic's rest:https://..., s3:https://..., an rclone or sftp URL)
 _URL_CREDENTIALS_RE = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):(?P<password>[^/\s@]+)@")
@@ -51,6 +49,9 @@ def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
 
 def env_secrets(path: str) -> list[str]:
     """The secret values of the env file at ``path`` (missing or unreadable: none)."""
+    # imported here: the scheduled backup's runner carries this file without envfile.py
+    from ansible_collections.paycraft.selfhost.plugins.module_utils.envfile import EnvFile
+
     try:
         env = EnvFile.read(path)
     except (OSError, UnicodeDecodeError):

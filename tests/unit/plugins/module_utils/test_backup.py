@@ -501,3 +501,30 @@ def test_a_password_in_the_restic_url_is_never_printed(tmp_path):
     assert "hunter2-s3cret" not in str(err.value)
     assert "hunter2-s3cret" not in (backups / b.STATUS).read_text()
     assert "hunter2-s3cret" not in (b.previous_failure_line(b.read_status(str(backups))) or "")
+
+
+def test_the_scheduled_runner_carries_every_module_backup_imports():
+    """roles/backup/tasks/install.yml copies a list of module_utils files to the host for the timer's command;
+    each module-level import of the collection's module_utils from them must be in that list."""
+    import re as _re
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[4]
+    tasks = yaml.safe_load((repo / "roles" / "backup" / "tasks" / "install.yml").read_text())
+    copied = next(t["loop"] for t in tasks if "module_utils/{{ item }}" in str(t.get("ansible.builtin.copy", "")))
+    todo, seen = ["backup.py"], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        text = (repo / "plugins" / "module_utils" / name).read_text()
+        for line in text.splitlines():
+            if not line.startswith("from ansible_collections.paycraft.selfhost.plugins.module_utils"):
+                continue  # module level only (an indented import is a lazy one)
+            prefix = r"from ansible_collections\.paycraft\.selfhost\.plugins\.module_utils"
+            m = _re.match(prefix + r"(?:\.(\w+))? import (.+)", line)
+            mods = [m.group(1)] if m.group(1) else [p.strip().split(" as ")[0] for p in m.group(2).split(",")]
+            todo += [f"{mod}.py" for mod in mods if mod and (repo / "plugins" / "module_utils" / f"{mod}.py").exists()]
+    assert seen <= set(copied), f"the runner lacks {sorted(seen - set(copied))}"
