@@ -975,7 +975,7 @@ def copy_offsite(backup_dir: str, target: Target, names: list[str]) -> dict:
 def run(backup_dir: str, db: Database, version: str, keep_count: int, keep_days: float,
         target: Target | None = None, recipients: list[str] | None = None, collection_version: str = "",
         age: str = "age", now: datetime.datetime | None = None, reserve: int | None = None,
-        free_of=snapshot.free_bytes) -> dict:
+        free_of=snapshot.free_bytes, protect: tuple[str, ...] = ()) -> dict:
     """A backup run: report a previous failed copy, take, prune (both limits), copy off-site.
 
     Returns ``{backup, removed, offsite, previous_failure}``; raises :class:`BackupError` with the backup
@@ -986,7 +986,7 @@ def run(backup_dir: str, db: Database, version: str, keep_count: int, keep_days:
     previous = previous_failure_line(status)
     manifest = take(backup_dir, db, version, collection_version, recipients=recipients, age=age, now=now,
                     reserve=reserve, free_of=free_of)
-    removed = prune(backup_dir, keep_count, keep_days, now=now, protect=(manifest["path"],))
+    removed = prune(backup_dir, keep_count, keep_days, now=now, protect=(manifest["path"], *protect))
     result = {"backup": manifest, "removed": removed, "previous_failure": previous, "offsite": None,
               "offsite_removed": []}
     if target.kind != "none":
@@ -1064,7 +1064,9 @@ def cli(argv: list[str] | None = None) -> int:
         result = run(cfg["backup_dir"], db, version, int(cfg.get("keep_count", 7)), float(cfg.get("keep_days", 7)),
                      target=target_from_config(cfg), recipients=cfg.get("age_recipients") or [],
                      collection_version=cfg.get("collection_version") or "",
-                     reserve=int(cfg.get("reserve_mb", 256)) * 1048576)
+                     reserve=int(cfg.get("reserve_mb", 256)) * 1048576,
+                     protect=tuple(filter(None, [snapshot.recorded_snapshot(
+                         cfg.get("operation_file") or "/etc/paycraft/operation.json")])))
     except (OSError, ValueError, KeyError, SnapshotError) as exc:
         print(redact.mask_url(f"paycraft-backup on {host} FAILED: {exc}"), file=sys.stderr)
         return 1

@@ -139,6 +139,10 @@ options:
     description: Seconds any one dump, restore or copy command may take.
     type: int
     default: 3600
+  operation_file:
+    description: The operation record; a backup it names (the one a rollback restored) is never removed by retention.
+    type: path
+    default: /etc/paycraft/operation.json
   reserve_mb:
     description:
       - O(state=present) refuses before writing anything when the free space of O(backup_dir) is below
@@ -254,6 +258,7 @@ def main():
             db_name=dict(type="str", default="postgres"),
             timeout=dict(type="int", default=3600),
             reserve_mb=dict(type="int", default=256),
+            operation_file=dict(type="path", default="/etc/paycraft/operation.json"),
         ),
         required_if=[("state", "decrypted", ("path", "identity", "dest")), ("state", "fetched", ("dest",))],
         supports_check_mode=True,
@@ -297,10 +302,12 @@ def main():
             try:
                 result = lib.run(backup_dir, db, p["version"], p["keep_count"], p["keep_days"], target=target,
                                  recipients=p["age_recipients"], collection_version=p["collection_version"],
-                                 reserve=p["reserve_mb"] * 1048576)
+                                 reserve=p["reserve_mb"] * 1048576,
+                                 protect=tuple(filter(None, [lib.snapshot.recorded_snapshot(p["operation_file"])])))
             except lib.BackupError as exc:
                 status = lib.read_status(backup_dir)
-                module.fail_json(msg=f"{host}: {exc}", offsite_status=status,
+                text = str(exc)
+                module.fail_json(msg=text if text.startswith(f"{host}: ") else f"{host}: {text}", offsite_status=status,
                                  backups=_short(lib.list_backups(backup_dir)))
             offsite = result["offsite"] or {}
             module.exit_json(changed=True, backup=result["backup"], removed=result["removed"],
@@ -334,7 +341,8 @@ def main():
                              drill=report, lines=lines, backup=chosen, backups=backups)
         module.exit_json(changed=False, drill=report, lines=lines, backup=chosen, backups=backups)
     except lib.SnapshotError as exc:
-        module.fail_json(msg=f"{host}: {exc}")
+        text = str(exc)
+        module.fail_json(msg=text if text.startswith(f"{host}: ") else f"{host}: {text}")
 
 
 if __name__ == "__main__":

@@ -267,7 +267,8 @@ def main():
         details = db.restore(dump, os.path.join(snap["path"], lib.GLOBALS))
         module.exit_json(changed=True, snapshot=snap, restore=details, snapshots=_short(snaps))
     except lib.SnapshotError as exc:
-        module.fail_json(msg=f"{host}: {exc}")
+        text = str(exc)
+        module.fail_json(msg=text if text.startswith(f"{host}: ") else f"{host}: {text}")
 
 
 if __name__ == "__main__":

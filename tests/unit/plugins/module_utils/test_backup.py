@@ -528,3 +528,15 @@ def test_the_scheduled_runner_carries_every_module_backup_imports():
             mods = [m.group(1)] if m.group(1) else [p.strip().split(" as ")[0] for p in m.group(2).split(",")]
             todo += [f"{mod}.py" for mod in mods if mod and (repo / "plugins" / "module_utils" / f"{mod}.py").exists()]
     assert seen <= set(copied), f"the runner lacks {sorted(seen - set(copied))}"
+
+
+def test_the_backup_the_operation_record_names_is_never_removed_by_retention(tmp_path, db):
+    backups = str(tmp_path / "backups")
+    old = [_fake_backup(backups, 60 * 24 * 30 + i, T0) for i in (3, 2, 1)]
+    record = tmp_path / "operation.json"
+    record.write_text(json.dumps({"operation": "rollback", "status": "done",
+                                  "snapshot": os.path.join(backups, old[0])}))
+    result = b.run(backups, db, "v1.0.0", keep_count=1, keep_days=0, now=T0,
+                   protect=(s.recorded_snapshot(str(record)),))
+    assert sorted(r["name"] for r in result["removed"]) == sorted(old[1:])
+    assert os.path.isdir(os.path.join(backups, old[0]))
