@@ -6,7 +6,7 @@
 A backup is a snapshot in the format of :mod:`snapshot` (one ``<UTC stamp>-<version>``
 directory, 0700, with ``database.dump``, ``globals.sql`` and ``manifest.json``, files 0600), so
 ``rollback.yml`` restores either. Backups live in a directory of their own
-(``/var/backups/paycraft/backups`` by default), so an upgrade's snapshot retention never
+(``/var/backups/paycraft-backups`` by default), so an upgrade's snapshot retention never
 removes one and backup retention never removes a snapshot. The manifest adds:
 
 ``kind``        ``backup``
@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.paycraft.selfhost.plugins.module_utils import snapshot
+from ansible_collections.paycraft.selfhost.plugins.module_utils import redact, snapshot
 from ansible_collections.paycraft.selfhost.plugins.module_utils.snapshot import (
     DUMP,
     GLOBALS,
@@ -296,12 +296,18 @@ def _stream_to_file(db: Database, argv: list[str], path: str, what: str, recipie
 
 def take(backup_dir: str, db: Database, version: str, collection_version: str = "",
          recipients: list[str] | None = None, age: str = "age",
-         now: datetime.datetime | None = None) -> dict:
-    """Dump the database (``pg_dump -Fc --snapshot``) with the per-table rows and checksums of the
+         now: datetime.datetime | None = None, reserve: int | None = None, factor: float = 1.0,
+         free_of=snapshot.free_bytes) -> dict:
+    """Remove the partial directories a killed run left, refuse when the disk would not hold the dump
+    (``reserve`` given: ``pg_database_size`` times ``factor`` plus ``reserve`` bytes must be free), then
+    dump the database (``pg_dump -Fc --snapshot``) with the per-table rows and checksums of the
     same snapshot, and the globals; encrypt to ``recipients`` with age when given; write the
-    manifest last. Returns the manifest (with ``path`` and ``name``)."""
+    manifest last. Returns the manifest (with ``path``, ``name`` and ``cleaned``)."""
     recipients = [r.strip() for r in (recipients or []) if r and r.strip()]
     snapshot.ensure_private_dir(backup_dir)
+    cleaned = snapshot.clean_partial(backup_dir)
+    if reserve is not None:
+        snapshot.require_space(backup_dir, db.size(), factor, reserve, what="the backup", free_of=free_of)
     given = now is not None
     now = now or datetime.datetime.now(datetime.timezone.utc)
     name = f"{snapshot.utc_stamp(now)}-{snapshot.safe_version(version)}"
@@ -316,6 +322,7 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str = 
     if os.path.exists(snap_dir):
         raise BackupError(f"{snap_dir} already exists; wait a second and re-run")
     os.mkdir(snap_dir, 0o700)
+    held = snapshot.lock_dir(snap_dir)  # a partial directory with no holder is a killed run's
     suffix = AGE_SUFFIX if recipients else ""
     dump_file, globals_file = DUMP + suffix, GLOBALS + suffix
     timings = {}
@@ -387,8 +394,11 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str = 
     except BaseException:
         shutil.rmtree(snap_dir, ignore_errors=True)
         raise
+    finally:
+        os.close(held)
     manifest["path"] = snap_dir
     manifest["name"] = name
+    manifest["cleaned"] = cleaned
     return manifest
 
 
@@ -706,9 +716,14 @@ class Target:
         self.timeout = timeout
         self.restic_bin, self.rsync_bin, self.ssh_bin = restic, rsync, ssh
 
+    @property
+    def shown(self) -> str:
+        """The destination as it may be printed: a password in a URL masked."""
+        return redact.mask_url(self.dest)
+
     def describe(self) -> str:
-        return {"none": "no off-site copy", "path": f"path {self.dest}", "rsync": f"rsync {self.dest}",
-                "restic": f"restic {self.dest}"}[self.kind]
+        return {"none": "no off-site copy", "path": f"path {self.shown}", "rsync": f"rsync {self.shown}",
+                "restic": f"restic {self.shown}"}[self.kind]
 
     # -- helpers
     def _run(self, argv: list[str], what: str, env: dict | None = None, stdout=None,
@@ -718,10 +733,12 @@ class Target:
                                  stderr=subprocess.PIPE, input=input_, timeout=self.timeout,
                                  env=dict(os.environ, **(env or {})))
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BackupError(f"{what} did not complete: {exc}") from exc
+            raise BackupError(redact.redact(f"{what} did not complete: {exc}", redact.url_passwords(self.dest))) \
+                from exc
         if res.returncode != 0:
-            raise BackupError(f"{what} failed (exit {res.returncode}): "
-                              f"{res.stderr.decode(errors='replace').strip()[-500:]}")
+            raise BackupError(redact.redact(f"{what} failed (exit {res.returncode}): "
+                                            f"{res.stderr.decode(errors='replace').strip()[-500:]}",
+                                            redact.url_passwords(self.dest)))
         return res
 
     def _ssh_argv(self) -> list[str]:
@@ -745,7 +762,7 @@ class Target:
         return dict(self.env, RESTIC_REPOSITORY=self.dest, RESTIC_PASSWORD_FILE=self.password_file or "")
 
     def _restic(self, args: list[str], what: str, stdout=None) -> subprocess.CompletedProcess:
-        return self._run([self.restic_bin, *args], what=f"restic {what} ({self.dest})", env=self._restic_env(),
+        return self._run([self.restic_bin, *args], what=f"restic {what} ({self.shown})", env=self._restic_env(),
                          stdout=stdout)
 
     def _restic_snapshots(self, name: str) -> list[str]:
@@ -841,7 +858,9 @@ class Target:
                         digest.update(chunk)
                     err = proc.stderr.read()
                     if proc.wait() != 0:
-                        raise BackupError(f"restic dump {node['path']} failed: {err.decode(errors='replace')[-300:]}")
+                        raise BackupError(redact.redact(f"restic dump {node['path']} failed: "
+                                                        f"{err.decode(errors='replace')[-300:]}",
+                                                        redact.url_passwords(self.dest)))
                     sums[node["name"]] = digest.hexdigest()
             return sums
         return {}
@@ -863,7 +882,7 @@ class Target:
         elif self.kind == "restic":
             snap_id = self._restic_snapshot(name)
             if snap_id is None:
-                raise BackupError(f"the restic repository {self.dest} holds no snapshot tagged paycraft-backup={name}")
+                raise BackupError(f"the restic repository {self.shown} holds no snapshot tagged paycraft-backup={name}")
             tmp = tempfile.mkdtemp(prefix=".restic-", dir=dest_parent)
             try:
                 self._restic(["restore", snap_id, "--target", tmp], "restore")
@@ -955,7 +974,8 @@ def copy_offsite(backup_dir: str, target: Target, names: list[str]) -> dict:
 
 def run(backup_dir: str, db: Database, version: str, keep_count: int, keep_days: float,
         target: Target | None = None, recipients: list[str] | None = None, collection_version: str = "",
-        age: str = "age", now: datetime.datetime | None = None) -> dict:
+        age: str = "age", now: datetime.datetime | None = None, reserve: int | None = None,
+        free_of=snapshot.free_bytes, protect: tuple[str, ...] = ()) -> dict:
     """A backup run: report a previous failed copy, take, prune (both limits), copy off-site.
 
     Returns ``{backup, removed, offsite, previous_failure}``; raises :class:`BackupError` with the backup
@@ -964,8 +984,9 @@ def run(backup_dir: str, db: Database, version: str, keep_count: int, keep_days:
     target = target or Target("none")
     status = read_status(backup_dir)
     previous = previous_failure_line(status)
-    manifest = take(backup_dir, db, version, collection_version, recipients=recipients, age=age, now=now)
-    removed = prune(backup_dir, keep_count, keep_days, now=now, protect=(manifest["path"],))
+    manifest = take(backup_dir, db, version, collection_version, recipients=recipients, age=age, now=now,
+                    reserve=reserve, free_of=free_of)
+    removed = prune(backup_dir, keep_count, keep_days, now=now, protect=(manifest["path"], *protect))
     result = {"backup": manifest, "removed": removed, "previous_failure": previous, "offsite": None,
               "offsite_removed": []}
     if target.kind != "none":
@@ -987,6 +1008,7 @@ def run_lines(result: dict) -> list[str]:
     lines.append(f"backup {b['name']} taken: {b['size']} bytes, {len(b.get('tables') or {})} tables, "
                  f"{sum(t['rows'] for t in (b.get('tables') or {}).values())} rows"
                  + (", encrypted with age" if b.get("encryption") else "") + f" in {b['path']}")
+    lines += [f"removed {c}, left without its manifest by a killed run" for c in b.get("cleaned") or []]
     if result["removed"]:
         lines += [f"retention removed {r['name']} (created {r['created_at']})" for r in result["removed"]]
     else:
@@ -1041,9 +1063,12 @@ def cli(argv: list[str] | None = None) -> int:
                       timeout=cfg.get("timeout") or 3600)
         result = run(cfg["backup_dir"], db, version, int(cfg.get("keep_count", 7)), float(cfg.get("keep_days", 7)),
                      target=target_from_config(cfg), recipients=cfg.get("age_recipients") or [],
-                     collection_version=cfg.get("collection_version") or "")
+                     collection_version=cfg.get("collection_version") or "",
+                     reserve=int(cfg.get("reserve_mb", 256)) * 1048576,
+                     protect=tuple(filter(None, [snapshot.recorded_snapshot(
+                         cfg.get("operation_file") or "/etc/paycraft/operation.json")])))
     except (OSError, ValueError, KeyError, SnapshotError) as exc:
-        print(f"paycraft-backup on {host} FAILED: {exc}", file=sys.stderr)
+        print(redact.mask_url(f"paycraft-backup on {host} FAILED: {exc}"), file=sys.stderr)
         return 1
     for line in run_lines(result):
         print(f"paycraft-backup on {host}: {line}")

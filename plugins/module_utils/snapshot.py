@@ -22,11 +22,14 @@ Pure Python; no Ansible import.
 from __future__ import annotations
 
 import datetime
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 
@@ -36,6 +39,11 @@ MANIFEST = "manifest.json"
 DUMP = "database.dump"
 GLOBALS = "globals.sql"
 MANIFEST_VERSION = 1
+# What a snapshot was taken for; each kind keeps its own count. A manifest without ``kind`` was taken
+# before kinds were recorded and counts as an upgrade snapshot. Backups (the backup role) are kind
+# ``backup`` and are never pruned here.
+KINDS = ("upgrade", "rotation")
+DEFAULT_KIND = "upgrade"
 _NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)-([A-Za-z0-9][A-Za-z0-9._+-]*)$")
 
 
@@ -128,9 +136,11 @@ def make_manifest(
     database: str,
     listed_entries: int,
     now: datetime.datetime | None = None,
+    kind: str = DEFAULT_KIND,
 ) -> dict:
     return {
         "manifest_version": MANIFEST_VERSION,
+        "kind": kind,
         "version": version,
         "created_at": utc_iso(now),
         "database": database,
@@ -211,12 +221,32 @@ def verify_checksums(snapshot_dir: str) -> list[str]:
     return problems
 
 
-def prune(backup_dir: str, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
-    """Remove complete snapshots beyond the newest ``keep`` (never one in ``protect``). Returns removed paths."""
+def kind_of(manifest: dict) -> str:
+    """The kind of a snapshot: ``upgrade``, ``rotation`` or ``backup`` (no ``kind`` recorded: ``upgrade``)."""
+    return manifest.get("kind") or DEFAULT_KIND
+
+
+def recorded_snapshot(state_path: str | None) -> str | None:
+    """The snapshot the operation record (``/etc/paycraft/operation.json``) names: the one the last
+    upgrade would roll back to. None when there is no record or it names none."""
+    if not state_path:
+        return None
+    try:
+        with open(state_path) as fh:
+            state = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    snap = state.get("snapshot") if isinstance(state, dict) else None
+    return os.path.normpath(snap) if isinstance(snap, str) and snap else None
+
+
+def prune(backup_dir: str, keep: int, protect: tuple[str, ...] = (), kind: str = DEFAULT_KIND) -> list[str]:
+    """Remove complete snapshots of ``kind`` beyond the newest ``keep`` of that kind (never one in
+    ``protect``, never one of another kind). Returns removed paths."""
     if keep < 1:
         raise SnapshotError(f"keep must be at least 1 (got {keep}): a rollback needs a snapshot")
-    snaps = list_snapshots(backup_dir)
-    protected = {os.path.normpath(p) for p in protect}
+    snaps = [snap for snap in list_snapshots(backup_dir) if kind_of(snap) == kind]
+    protected = {os.path.normpath(p) for p in protect if p}
     removed = []
     for snap in snaps[: max(0, len(snaps) - keep)]:
         if os.path.normpath(snap["path"]) in protected:
@@ -238,6 +268,58 @@ def needed_bytes(db_size: int, factor: float = 1.0, reserve: int = 0) -> int:
 def free_bytes(path: str) -> int:
     """Free bytes for an unprivileged writer on the file system of ``path`` (or its nearest existing parent)."""
     return preflight.free_bytes(preflight.nearest_existing(path))
+
+
+def require_space(path: str, db_size: int, factor: float = 1.0, reserve: int = 0, what: str = "the snapshot",
+                  free_of=free_bytes, host: str | None = None) -> dict:
+    """Refuse (before anything is written) when ``path``'s file system would not hold a dump of a database
+    of ``db_size`` bytes. Returns ``{db_size, needed, free}``."""
+    needed = needed_bytes(db_size, factor, reserve)
+    free = free_of(path)
+    if free < needed:
+        host = host or socket.gethostname()
+        raise SnapshotError(
+            f"{host}: not enough disk for {what} in {path}: {free} bytes are free there and {needed} bytes are "
+            f"needed (the database is {db_size} bytes by pg_database_size, plus {int(reserve)} bytes kept free). "
+            f"Nothing was written. Free space there (df -B1 {path}; ls -l {path}) or point the directory at a "
+            "larger disk, then re-run."
+        )
+    return {"db_size": db_size, "needed": needed, "free": free}
+
+
+def lock_dir(path: str) -> int:
+    """Hold an exclusive flock on the directory ``path`` while it is written; returns the fd to close.
+    The kernel drops it when the writer dies, so a partial directory with no holder is a dead one."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def clean_partial(backup_dir: str) -> list[str]:
+    """Remove snapshot directories left without their manifest by a killed run (no live writer holds
+    them). A complete one (with its manifest) is never touched. Returns the removed paths."""
+    removed = []
+    for path in incomplete_snapshots(backup_dir):
+        try:
+            fd = lock_dir(path)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                continue  # a run still writes it
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        try:
+            if os.path.exists(os.path.join(path, MANIFEST)):  # completed meanwhile
+                continue
+            shutil.rmtree(path)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 class Database:
@@ -348,14 +430,23 @@ def _literal(value: str) -> str:
 
 
 def take(backup_dir: str, db: Database, version: str, collection_version: str, keep: int,
-         now: datetime.datetime | None = None) -> dict:
-    """Dump, verify, write the manifest, prune. Returns the manifest (with ``path`` and ``removed``)."""
+         now: datetime.datetime | None = None, kind: str = DEFAULT_KIND, protect: tuple[str, ...] = (),
+         reserve: int | None = None, factor: float = 1.0, free_of=free_bytes) -> dict:
+    """Clean partial directories, check the free space (when ``reserve`` is given), dump, verify, write the
+    manifest, prune the snapshots of ``kind`` (never ``protect``). Returns the manifest (with ``path``,
+    ``removed`` and ``cleaned``)."""
+    if kind not in KINDS:
+        raise SnapshotError(f"unknown snapshot kind {kind!r}: use one of {', '.join(KINDS)}")
     ensure_private_dir(backup_dir)
+    cleaned = clean_partial(backup_dir)
+    if reserve is not None:
+        require_space(backup_dir, db.size(), factor, reserve, what=f"the {kind} snapshot", free_of=free_of)
     name = f"{utc_stamp(now)}-{safe_version(version)}"
     snap_dir = os.path.join(backup_dir, name)
     if os.path.exists(snap_dir):
         raise SnapshotError(f"{snap_dir} already exists; wait a second and re-run")
     os.mkdir(snap_dir, 0o700)
+    held = lock_dir(snap_dir)
     try:
         dump_path = os.path.join(snap_dir, DUMP)
         globals_path = os.path.join(snap_dir, GLOBALS)
@@ -363,12 +454,15 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str, k
         db.dump(dump_path, globals_path)
         entries = db.list_dump(dump_path)
         manifest = make_manifest(version, dump_path, globals_path, head, collection_version,
-                                 db.database, entries, now)
+                                 db.database, entries, now, kind=kind)
         write_json_atomic(os.path.join(snap_dir, MANIFEST), manifest)
     except BaseException:
         shutil.rmtree(snap_dir, ignore_errors=True)
         raise
+    finally:
+        os.close(held)
     manifest["path"] = snap_dir
     manifest["name"] = name
-    manifest["removed"] = prune(backup_dir, keep, protect=(snap_dir,))
+    manifest["cleaned"] = cleaned
+    manifest["removed"] = prune(backup_dir, keep, protect=(snap_dir, *protect), kind=kind)
     return manifest

@@ -49,7 +49,7 @@ options:
   backup_dir:
     description: Where backups live (outside the Docker volume), 0700.
     type: path
-    default: /var/backups/paycraft/backups
+    default: /var/backups/paycraft-backups
   version:
     description: The PayCraft version the database is at, in the backup's name and manifest (O(state=present)).
     type: str
@@ -83,7 +83,9 @@ options:
         choices: [none, path, rsync, restic]
         default: none
       dest:
-        description: The directory (C(path)), C(user@host:/dir) (C(rsync)) or the repository (C(restic)).
+        description:
+          - The directory (C(path)), C(user@host:/dir) (C(rsync)) or the repository (C(restic)).
+          - A password in a URL (C(rest:https://user:password@host/repo)) is masked in every output.
         type: str
         default: ""
       ssh_key:
@@ -137,6 +139,16 @@ options:
     description: Seconds any one dump, restore or copy command may take.
     type: int
     default: 3600
+  operation_file:
+    description: The operation record; a backup it names (the one a rollback restored) is never removed by retention.
+    type: path
+    default: /etc/paycraft/operation.json
+  reserve_mb:
+    description:
+      - O(state=present) refuses before writing anything when the free space of O(backup_dir) is below
+        C(pg_database_size) plus this many MiB (the message names the free and needed bytes, the path, the host).
+    type: int
+    default: 256
 requirements:
   - the docker CLI on the managed host and a running database container
   - age to encrypt or decrypt, rsync and ssh or restic for the off-site copy
@@ -208,6 +220,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import backup as lib
+from ansible_collections.paycraft.selfhost.plugins.module_utils import redact
 
 
 def _short(backups):
@@ -220,7 +233,7 @@ def main():
         argument_spec=dict(
             state=dict(type="str", default="present",
                        choices=["present", "verified", "drilled", "decrypted", "fetched", "listed"]),
-            backup_dir=dict(type="path", default="/var/backups/paycraft/backups"),
+            backup_dir=dict(type="path", default="/var/backups/paycraft-backups"),
             version=dict(type="str", default="unknown"),
             name=dict(type="str"),
             keep_count=dict(type="int", default=7),
@@ -244,6 +257,8 @@ def main():
             db_user=dict(type="str", default="postgres"),
             db_name=dict(type="str", default="postgres"),
             timeout=dict(type="int", default=3600),
+            reserve_mb=dict(type="int", default=256),
+            operation_file=dict(type="path", default="/etc/paycraft/operation.json"),
         ),
         required_if=[("state", "decrypted", ("path", "identity", "dest")), ("state", "fetched", ("dest",))],
         supports_check_mode=True,
@@ -253,6 +268,9 @@ def main():
     backup_dir = p["backup_dir"]
     host = os.uname()[1]
     off = p["offsite"] or {}
+    # a password in the off-site URL (restic's rest:https://user:password@...) is kept out of every output
+    for secret in redact.url_passwords(off.get("dest") or ""):
+        module.no_log_values.add(secret)
     try:
         if state == "decrypted":
             if module.check_mode:
@@ -283,10 +301,13 @@ def main():
                 module.get_bin_path("age", required=True)
             try:
                 result = lib.run(backup_dir, db, p["version"], p["keep_count"], p["keep_days"], target=target,
-                                 recipients=p["age_recipients"], collection_version=p["collection_version"])
+                                 recipients=p["age_recipients"], collection_version=p["collection_version"],
+                                 reserve=p["reserve_mb"] * 1048576,
+                                 protect=tuple(filter(None, [lib.snapshot.recorded_snapshot(p["operation_file"])])))
             except lib.BackupError as exc:
                 status = lib.read_status(backup_dir)
-                module.fail_json(msg=f"{host}: {exc}", offsite_status=status,
+                text = str(exc)
+                module.fail_json(msg=text if text.startswith(f"{host}: ") else f"{host}: {text}", offsite_status=status,
                                  backups=_short(lib.list_backups(backup_dir)))
             offsite = result["offsite"] or {}
             module.exit_json(changed=True, backup=result["backup"], removed=result["removed"],
@@ -320,7 +341,8 @@ def main():
                              drill=report, lines=lines, backup=chosen, backups=backups)
         module.exit_json(changed=False, drill=report, lines=lines, backup=chosen, backups=backups)
     except lib.SnapshotError as exc:
-        module.fail_json(msg=f"{host}: {exc}")
+        text = str(exc)
+        module.fail_json(msg=text if text.startswith(f"{host}: ") else f"{host}: {text}")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,11 @@ options:
     type: dict
     default: {}
   extra_env:
-    description: Extra, non-secret variables to write. They win over the file and O(example_file).
-      Section 3 variables are refused here (set them through O(values)).
+    description:
+      - Extra variables to write. They win over the file and O(example_file).
+        Section 3 variables are refused here (set them through O(values)).
+      - The release's C(.env.example) secrets are set here, so the values are kept out of every output
+        (C(no_log)); a value whose name does not look like a secret is shown in diffs and messages.
     type: dict
     default: {}
   extra_env_label:
@@ -281,7 +284,7 @@ def main():
             path=dict(type="path", required=True),
             values=dict(type="dict", default={}, no_log=True),
             labels=dict(type="dict", default={}),
-            extra_env=dict(type="dict", default={}),
+            extra_env=dict(type="dict", default={}, no_log=True),
             extra_env_label=dict(type="str", default="extra_env"),
             example_file=dict(type="path"),
             import_from=dict(type="list", elements="path", default=[]),
@@ -312,6 +315,12 @@ def main():
     for key in keymod.PUBLIC_KEYS:
         value = p["values"].get(key)
         if value and str(value) not in secret_values:
+            module.no_log_values.discard(str(value))
+    # extra_env carries the .env.example's secrets (no_log above); a value whose name does not look like a
+    # secret (SECRET, PASS, TOKEN, *_KEY, PRIVATE, CREDENTIAL) is shown again, unless a secret has the same value
+    shown = {str(v) for k, v in p["extra_env"].items() if v and keymod.SECRET_LOOKING_RE.search(str(k))}
+    for key, value in p["extra_env"].items():
+        if value and not keymod.SECRET_LOOKING_RE.search(str(key)) and str(value) not in secret_values | shown:
             module.no_log_values.discard(str(value))
     path = p["path"]
     host = p["host"] or socket.gethostname()

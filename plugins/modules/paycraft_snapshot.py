@@ -15,7 +15,10 @@ description:
     holds the version, UTC time, size, sha256 of each file, the migration ledger's head and the collection version.
   - O(state=check) estimates the snapshot from C(pg_database_size) and fails when O(backup_dir)'s file
     system would not hold it. Nothing changes.
-  - O(state=present) takes a snapshot and keeps only the newest O(keep).
+  - O(state=present) removes snapshot directories a killed run left without their manifest, takes a snapshot
+    and keeps only the newest O(keep) of its O(kind). The snapshot the operation record (O(operation_file))
+    names, the one the last upgrade would roll back to, is never removed. With O(check_space), it first refuses
+    (before writing anything) when the disk would not hold the snapshot.
   - O(state=verified) finds the snapshot (the newest of O(version), or O(name)) and checks its files
     against the manifest's sha256 and size, then reads it with C(pg_restore --list). Nothing changes.
   - O(state=restored) verifies, then replaces the database with the snapshot (globals, then
@@ -47,12 +50,29 @@ options:
   name:
     description:
       - A snapshot directory name in O(backup_dir), or the absolute path of a snapshot or of a backup taken by
-        the backup role (C(/var/backups/paycraft/backups/<name>)), to use instead of the newest of O(version).
+        the backup role (C(/var/backups/paycraft-backups/<name>)), to use instead of the newest of O(version).
     type: str
   keep:
-    description: Snapshots to keep (O(state=present)); older ones are removed.
+    description: Snapshots of O(kind) to keep (O(state=present)); older ones of that kind are removed.
     type: int
     default: 5
+  kind:
+    description:
+      - What the snapshot is taken for (O(state=present)); each kind keeps its own O(keep). A snapshot taken
+        before kinds were recorded counts as C(upgrade). Backups of the backup role are never removed here.
+    type: str
+    choices: [upgrade, rotation]
+    default: upgrade
+  operation_file:
+    description: The operation record; the snapshot it names is never removed by retention.
+    type: path
+    default: /etc/paycraft/operation.json
+  check_space:
+    description:
+      - With O(state=present), refuse before writing when the free space of O(backup_dir) is below
+        C(pg_database_size) times O(size_factor) plus O(reserve_mb).
+    type: bool
+    default: false
   collection_version:
     description: Recorded in the manifest.
     type: str
@@ -114,6 +134,11 @@ removed:
   returned: state present
   type: list
   elements: str
+cleaned:
+  description: Partial snapshot directories (no manifest, no live writer) removed before the snapshot.
+  returned: state present
+  type: list
+  elements: str
 db_size:
   description: pg_database_size in bytes.
   returned: state check
@@ -156,6 +181,9 @@ def main():
             version=dict(type="str"),
             name=dict(type="str"),
             keep=dict(type="int", default=5),
+            kind=dict(type="str", choices=list(lib.KINDS), default=lib.DEFAULT_KIND),
+            operation_file=dict(type="path", default="/etc/paycraft/operation.json"),
+            check_space=dict(type="bool", default=False),
             collection_version=dict(type="str", default=""),
             container=dict(type="str", default="paycraft_db"),
             db_user=dict(type="str", default="postgres"),
@@ -191,11 +219,16 @@ def main():
 
         if state == "present":
             if module.check_mode:
-                module.exit_json(changed=True, snapshot={}, removed=[],
+                module.exit_json(changed=True, snapshot={}, removed=[], cleaned=[],
                                  snapshots=_short(lib.list_snapshots(backup_dir)))
-            manifest = lib.take(backup_dir, db, p["version"], p["collection_version"], p["keep"])
+            recorded = lib.recorded_snapshot(p["operation_file"])
+            manifest = lib.take(backup_dir, db, p["version"], p["collection_version"], p["keep"], kind=p["kind"],
+                                protect=(recorded,) if recorded else (),
+                                reserve=p["reserve_mb"] * 1048576 if p["check_space"] else None,
+                                factor=p["size_factor"])
             removed = manifest.pop("removed")
-            module.exit_json(changed=True, snapshot=manifest, removed=removed,
+            cleaned = manifest.pop("cleaned")
+            module.exit_json(changed=True, snapshot=manifest, removed=removed, cleaned=cleaned,
                              snapshots=_short(lib.list_snapshots(backup_dir)))
 
         # verified / restored
@@ -234,7 +267,8 @@ def main():
         details = db.restore(dump, os.path.join(snap["path"], lib.GLOBALS))
         module.exit_json(changed=True, snapshot=snap, restore=details, snapshots=_short(snaps))
     except lib.SnapshotError as exc:
-        module.fail_json(msg=f"{host}: {exc}")
+        text = str(exc)
+        module.fail_json(msg=text if text.startswith(f"{host}: ") else f"{host}: {text}")
 
 
 if __name__ == "__main__":

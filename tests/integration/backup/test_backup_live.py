@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 from conftest_release import SERVICES, http, make_release, missing_images, signup, wait_http  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-BACKUPS = "/var/backups/paycraft/backups"
+BACKUPS = "/var/backups/paycraft-backups"
 USERS = 6
 
 
@@ -245,7 +245,7 @@ def test_backup_drill_corruption_retention_and_encryption_on_a_live_host(live, r
                    f"paycraft_backup_drill_identity={identity}")
     assert rc == 0, out[-6000:]
     assert re.search(rf"drill PASSED: backup {encrypted} \(", out), out[-3000:]
-    gone = sh(name, "ls /var/tmp/paycraft-backup-drill 2>&1 || true").stdout.strip()
+    gone = sh(name, "ls -d /var/tmp/paycraft-backup-drill* 2>&1 || true").stdout.strip()
     assert gone.endswith("No such file or directory"), gone
     # the private key never reached the host
     leaked = sh(name, f"grep -rl --exclude-dir=docker {secret} /etc /opt /root /tmp /var 2>/dev/null || true")

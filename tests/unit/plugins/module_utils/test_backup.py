@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -443,3 +444,99 @@ def test_restic_repository_copy_is_read_back_and_restored(tmp_path, db):
     assert b.drill(db, fetched)["passed"]
     assert target.remove([name]) == [name]
     assert target.remote_checksums(name) == {}
+
+
+# -- issue 32 item 7: partial directories, free space, credentials in the restic URL ------------------
+def test_a_killed_backup_directory_is_cleaned_by_the_next_run_and_a_complete_one_kept(tmp_path, db):
+    backups = str(tmp_path / "backups")
+    complete = _fake_backup(backups, 60, T0)
+    killed = os.path.join(backups, "20261128T225900Z-v1.0.0")
+    os.makedirs(killed)
+    Path(killed, s.DUMP).write_bytes(b"PGDMP-half")
+    result = b.run(backups, db, "v1.0.0", keep_count=7, keep_days=7, now=T0)
+    assert result["backup"]["cleaned"] == [killed]
+    assert not os.path.exists(killed) and os.path.isdir(os.path.join(backups, complete))
+    assert f"removed {killed}, left without its manifest by a killed run" in b.run_lines(result)
+
+
+def test_a_scheduled_backup_refuses_before_writing_when_the_disk_is_too_small(tmp_path, db):
+    backups = str(tmp_path / "backups")
+    with pytest.raises(b.SnapshotError) as err:
+        b.run(backups, db, "v1.0.0", keep_count=7, keep_days=7, now=T0, reserve=2048, free_of=lambda p: 1000)
+    msg = str(err.value)
+    assert "1000 bytes are free" in msg and f"{db.size() + 2048} bytes are needed" in msg
+    assert backups in msg and socket.gethostname() in msg
+    assert os.listdir(backups) == []
+
+
+def test_the_scheduled_command_refuses_on_a_full_disk(tmp_path, db, capsys, monkeypatch):
+    """The timer's command reads reserve_mb from backup.json; a tiny file system (a 1 MiB reserve too big)."""
+    backups = tmp_path / "backups"
+    cfg = tmp_path / "backup.json"
+    cfg.write_text(json.dumps({"backup_dir": str(backups), "container": "", "reserve_mb": 1 << 30}))
+    monkeypatch.setattr(b, "Database", lambda *a, **k: db)
+    assert b.cli(["--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "not enough disk for the backup" in err and str(backups) in err
+    assert os.listdir(backups) == []
+
+
+def test_a_password_in_the_restic_url_is_never_printed(tmp_path):
+    pw = tmp_path / "restic.pw"
+    pw.write_text("repo-password\n")
+    # a restic that fails and says which repository it could not open (restic's messages name it)
+    fake = tmp_path / "restic"
+    fake.write_text("#!/bin/sh\necho \"Fatal: unable to open repository at $RESTIC_REPOSITORY: connection refused\""
+                    " >&2\nexit 1\n")
+    fake.chmod(0o755)
+    url = "rest:https://paycraft:hunter2-s3cret@backup.example.invalid:8000/paycraft"
+    target = b.Target("restic", url, password_file=str(pw), restic=str(fake))
+    assert "hunter2-s3cret" not in target.describe()
+    assert "rest:https://paycraft:********@backup.example.invalid:8000/paycraft" in target.describe()
+    backups = tmp_path / "backups"
+    name = _fake_backup(str(backups), 1, T0)
+    with pytest.raises(b.BackupError) as err:
+        b.copy_offsite(str(backups), target, [name])
+    assert "connection refused" in str(err.value)
+    assert "hunter2-s3cret" not in str(err.value)
+    assert "hunter2-s3cret" not in (backups / b.STATUS).read_text()
+    assert "hunter2-s3cret" not in (b.previous_failure_line(b.read_status(str(backups))) or "")
+
+
+def test_the_scheduled_runner_carries_every_module_backup_imports():
+    """roles/backup/tasks/install.yml copies a list of module_utils files to the host for the timer's command;
+    each module-level import of the collection's module_utils from them must be in that list."""
+    import re as _re
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[4]
+    tasks = yaml.safe_load((repo / "roles" / "backup" / "tasks" / "install.yml").read_text())
+    copied = next(t["loop"] for t in tasks if "module_utils/{{ item }}" in str(t.get("ansible.builtin.copy", "")))
+    todo, seen = ["backup.py"], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        text = (repo / "plugins" / "module_utils" / name).read_text()
+        for line in text.splitlines():
+            if not line.startswith("from ansible_collections.paycraft.selfhost.plugins.module_utils"):
+                continue  # module level only (an indented import is a lazy one)
+            prefix = r"from ansible_collections\.paycraft\.selfhost\.plugins\.module_utils"
+            m = _re.match(prefix + r"(?:\.(\w+))? import (.+)", line)
+            mods = [m.group(1)] if m.group(1) else [p.strip().split(" as ")[0] for p in m.group(2).split(",")]
+            todo += [f"{mod}.py" for mod in mods if mod and (repo / "plugins" / "module_utils" / f"{mod}.py").exists()]
+    assert seen <= set(copied), f"the runner lacks {sorted(seen - set(copied))}"
+
+
+def test_the_backup_the_operation_record_names_is_never_removed_by_retention(tmp_path, db):
+    backups = str(tmp_path / "backups")
+    old = [_fake_backup(backups, 60 * 24 * 30 + i, T0) for i in (3, 2, 1)]
+    record = tmp_path / "operation.json"
+    record.write_text(json.dumps({"operation": "rollback", "status": "done",
+                                  "snapshot": os.path.join(backups, old[0])}))
+    result = b.run(backups, db, "v1.0.0", keep_count=1, keep_days=0, now=T0,
+                   protect=(s.recorded_snapshot(str(record)),))
+    assert sorted(r["name"] for r in result["removed"]) == sorted(old[1:])
+    assert os.path.isdir(os.path.join(backups, old[0]))

@@ -150,3 +150,85 @@ def test_a_truncated_dump_fails_the_checksum_and_pg_restore_list_refuses_a_broke
         fh.truncate(40)
     with pytest.raises(s.SnapshotError, match="pg_restore --list"):
         db.list_dump(dump)
+
+
+# -- retention per kind, the recorded rollback snapshot, partial directories, free space (issue 32) --
+def _kinded(backup_dir, version, minute, kind):
+    d = _fake_snapshot(backup_dir, version, minute)
+    manifest = s.read_manifest(d)
+    manifest.pop("path")
+    manifest["kind"] = kind
+    s.write_json_atomic(os.path.join(d, s.MANIFEST), manifest)
+    return d
+
+
+def test_one_upgrade_then_five_rotations_keeps_the_upgrade_snapshot(tmp_path):
+    upgrade = _kinded(str(tmp_path), "v1.0.0", 0, "upgrade")
+    rotations = [_kinded(str(tmp_path), "v1.1.0", 1 + i, "rotation") for i in range(6)]
+    # what rotate.yml's snapshot prunes after its sixth snapshot (keep 5)
+    removed = s.prune(str(tmp_path), 5, protect=(rotations[-1],), kind="rotation")
+    assert removed == [rotations[0]]
+    assert os.path.isdir(upgrade)
+    # and an upgrade's retention never removes a rotation snapshot or a backup
+    backup = _kinded(str(tmp_path), "v1.1.0", 30, "backup")
+    assert s.prune(str(tmp_path), 1, kind="upgrade") == []
+    assert os.path.isdir(backup) and all(os.path.isdir(r) for r in rotations[1:])
+
+
+def test_an_old_snapshot_without_kind_counts_as_an_upgrade_snapshot(tmp_path):
+    old = [_fake_snapshot(str(tmp_path), "v1.0.0", i) for i in range(3)]
+    assert s.kind_of(s.read_manifest(old[0])) == "upgrade"
+    assert s.prune(str(tmp_path), 2, kind="upgrade") == [old[0]]
+    assert s.prune(str(tmp_path), 1, kind="rotation") == []
+
+
+def test_the_snapshot_the_last_upgrade_would_roll_back_to_is_never_pruned(tmp_path):
+    snaps = str(tmp_path / "snaps")
+    first = _kinded(snaps, "v1.0.0", 0, "upgrade")
+    later = [_kinded(snaps, "v1.1.0", 1 + i, "upgrade") for i in range(3)]
+    record = tmp_path / "operation.json"
+    record.write_text(json.dumps({"operation": "upgrade", "status": "done", "snapshot": first + "/"}))
+    assert s.recorded_snapshot(str(record)) == first
+    assert s.recorded_snapshot(str(tmp_path / "missing.json")) is None
+    removed = s.prune(snaps, 1, protect=(s.recorded_snapshot(str(record)),), kind="upgrade")
+    assert removed == later[:2]
+    assert os.path.isdir(first)
+
+
+def test_a_partial_directory_is_cleaned_a_complete_or_live_one_never(tmp_path):
+    complete = _fake_snapshot(str(tmp_path), "v1.0.0", 0)
+    dead = os.path.join(str(tmp_path), "20261128T231000Z-v1.0.0")
+    os.makedirs(dead)
+    (Path(dead) / s.DUMP).write_bytes(b"PGDMP-half")
+    live = os.path.join(str(tmp_path), "20261128T232000Z-v1.0.0")
+    os.makedirs(live)
+    held = s.lock_dir(live)  # a run still writing it
+    try:
+        assert s.clean_partial(str(tmp_path)) == [dead]
+    finally:
+        os.close(held)
+    assert os.path.isdir(complete) and os.path.isdir(live) and not os.path.exists(dead)
+    assert s.clean_partial(str(tmp_path)) == [live]  # its writer is gone now
+    assert os.path.isdir(complete)
+
+
+def test_take_cleans_a_killed_snapshot_and_records_its_kind(tmp_path, db):
+    db.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g")
+    backups = str(tmp_path / "snaps")
+    os.makedirs(os.path.join(backups, "20261128T231000Z-v0.9.0"))
+    m = s.take(backups, db, "v1.0.0", "0.1.0", keep=5, kind="rotation")
+    assert m["cleaned"] == [os.path.join(backups, "20261128T231000Z-v0.9.0")]
+    assert s.read_manifest(m["path"])["kind"] == "rotation"
+    assert [x["name"] for x in s.list_snapshots(backups)] == [m["name"]]
+
+
+def test_take_refuses_before_writing_when_the_disk_is_too_small(tmp_path, db):
+    db.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g")
+    backups = str(tmp_path / "snaps")
+    with pytest.raises(s.SnapshotError) as err:
+        s.take(backups, db, "v1.0.0", "0.1.0", keep=5, kind="rotation", reserve=1000, free_of=lambda p: 4096)
+    msg = str(err.value)
+    size = db.size()
+    assert "4096 bytes are free" in msg and f"{size + 1000} bytes are needed" in msg
+    assert backups in msg and s.socket.gethostname() in msg
+    assert os.listdir(backups) == []

@@ -240,3 +240,13 @@ def test_return_public_holds_no_server_secret(tmp_path):
     for key in ("PAYCRAFT_DB_PASSWORD", "PAYCRAFT_JWT_SECRET", "PAYCRAFT_SERVICE_ROLE_KEY"):
         assert values[key] not in json.dumps(registered), key
     assert values["PAYCRAFT_ANON_KEY"] not in out
+
+
+def test_no_extra_env_secret_in_verbose_output(tmp_path):
+    """paycraft_config_extra_env carries the .env.example's secrets (a provider's webhook secret)."""
+    path = tmp_path / "paycraft.env"
+    extra = {"PAYCRAFT_RAZORPAY_WEBHOOK_SECRET": "rzp_whsec_extra_value_9f8e7d6c", "PAYCRAFT_LOG_LEVEL": "debug"}
+    _, out = run(tmp_path, {"path": str(path), "extra_env": extra}, diff=True, verbosity=4)
+    assert "changed: [localhost]" in out
+    assert read(path)["PAYCRAFT_RAZORPAY_WEBHOOK_SECRET"] == "rzp_whsec_extra_value_9f8e7d6c"
+    assert "rzp_whsec_extra_value_9f8e7d6c" not in out
