@@ -1045,7 +1045,9 @@ def cli(argv: list[str] | None = None, clock=time.time, sleep=time.sleep) -> int
         print(f"paycraft-backup on {host} FAILED: {exc}", file=sys.stderr)
         return 1
     lock = cfg.get("lock_file") or ""
-    run_id = f"{host}:paycraft-backup:{os.getpid()}:{clock():.0f}"
+    # the run id of a playbook's run (controller:pid:start), so that a playbook on this same host sees
+    # a live runner as alive and never breaks its lock
+    run_id = f"{host}:{os.getpid()}:{lease.process_start(os.getpid())}"
     if lock:
         wait = float(cfg.get("lock_wait_seconds", 1800) if args.lock_wait is None else args.lock_wait)
         holder = {"run_id": run_id, "controller": host, "user": os.environ.get("USER") or "root", "pid": os.getpid(),

@@ -135,6 +135,19 @@ def pid_alive(pid) -> bool:
         return True
 
 
+def process_start(pid) -> str:
+    """The start time of a process (field 22 of /proc/<pid>/stat, clock ticks since boot); "" when gone.
+
+    A run id is ``<controller>:<pid>:<start>``: the same for every task of one run, and a reused pid
+    gives another one (roles/common tasks/lock.yml reads the same field with ``cut -d' ' -f22``).
+    """
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
 # --- what a second operation sees ---------------------------------------------------------------
 
 def status(lock: str, now: float | None = None, held: bool | None = None) -> tuple[str, dict]:

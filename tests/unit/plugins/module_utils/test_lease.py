@@ -276,3 +276,12 @@ def test_a_real_keeper_process_releases_when_its_ansible_playbook_is_killed(tmp_
             keeper.kill()
         if playbook.poll() is None:
             playbook.kill()
+
+
+def test_a_run_id_is_the_process_and_its_start_as_the_lock_tasks_read_them(owner):
+    started = lease.process_start(owner.pid)
+    cut = subprocess.run(["cut", "-d", " ", "-f22", f"/proc/{owner.pid}/stat"], capture_output=True, text=True)
+    assert started and started == cut.stdout.strip()
+    owner.kill()
+    owner.wait()
+    assert lease.process_start(owner.pid) == ""
