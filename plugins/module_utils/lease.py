@@ -404,8 +404,13 @@ def check_owner(lock: str, run_id: str, now: float | None = None) -> dict:
 
 # --- the keeper (runs on the controller while ansible-playbook lives) ---------------------------------
 
+def _log(line: str) -> None:
+    sys.stdout.write(f"{_iso(time.time())} keeper {os.getpid()}: {line}\n")
+    sys.stdout.flush()
+
+
 def keep(pid: int, interval: float, renew_cmd: list, release_cmd: list, alive=pid_alive,
-         run=subprocess.run, sleep=time.sleep) -> str:
+         run=subprocess.run, sleep=time.sleep, log=_log) -> str:
     """Pulse the lease with ``renew_cmd`` every ``interval`` s while ``pid`` lives; then ``release_cmd``.
 
     A renew that exits 2 (the module refused: the lock is no longer this run's, e.g. released at the
@@ -418,12 +423,18 @@ def keep(pid: int, interval: float, renew_cmd: list, release_cmd: list, alive=pi
         except subprocess.TimeoutExpired:
             rc = -1
         if rc == 2:
+            log(f"the lock is no longer run {pid}'s (released, or taken over): done")
             return "not ours"
+        if rc != 0:
+            log(f"renew exited {rc} (the host unreachable?); trying again in {interval:g} s")
         sleep(interval)
+    log(f"ansible-playbook {pid} is gone: giving its lock back")
     try:
-        run(release_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        rc = run(release_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 timeout=300).returncode
+        log(f"release exited {rc}")
     except subprocess.TimeoutExpired:
-        pass
+        log("release timed out: the holder gives the lock up after its lease")
     return "released"
 
 

@@ -236,12 +236,12 @@ def test_the_keeper_pulses_while_ansible_playbook_lives_then_releases():
         return Done(0)
 
     assert lease.keep(1, 5, ["renew"], ["release"], alive=lambda pid: lives.pop(0), run=run,
-                      sleep=lambda s: None) == "released"
+                      sleep=lambda s: None, log=print) == "released"
     assert calls == ["renew", "renew", "renew", "release"]
     # the lock was given back at the end of the play (renew refused, exit 2): no release
     calls.clear()
     assert lease.keep(1, 5, ["renew"], ["release"], alive=lambda pid: True, run=lambda c, **k: Done(2),
-                      sleep=lambda s: None) == "not ours"
+                      sleep=lambda s: None, log=print) == "not ours"
 
 
 def test_the_keeper_commands_are_ad_hoc_runs_of_paycraft_lock_with_the_runs_inventory():
