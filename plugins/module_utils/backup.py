@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.paycraft.selfhost.plugins.module_utils import redact, snapshot
+from ansible_collections.paycraft.selfhost.plugins.module_utils import lease, redact, snapshot
 from ansible_collections.paycraft.selfhost.plugins.module_utils.snapshot import (
     DUMP,
     GLOBALS,
@@ -1045,18 +1045,49 @@ def installed_version(source_dest: str, default: str = "unknown") -> str:
     return default
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """``paycraft-backup [--config FILE]``: one backup run as the timer starts it; exit 1 on any failure."""
+def cli(argv: list[str] | None = None, clock=time.time, sleep=time.sleep) -> int:
+    """``paycraft-backup [--config FILE]``: one backup run as the timer starts it.
+
+    Exit 0 done; 1 failed; 75 (``lease.EXIT_LOCKED``) skipped: another operation (an upgrade, a
+    rollback, a rotation, backup.yml) held the host lock for the whole ``lock_wait_seconds``.
+    """
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(prog="paycraft-backup", description=cli.__doc__)
     parser.add_argument("--config", default="/etc/paycraft/backup.json")
+    parser.add_argument("--lock-wait", type=float, default=None,
+                        help="seconds to wait for the host lock (default: lock_wait_seconds of the config)")
     args = parser.parse_args(argv)
     host = socket.gethostname()
     try:
         with open(args.config) as fh:
             cfg = json.load(fh)
+    except (OSError, ValueError) as exc:
+        print(f"paycraft-backup on {host} FAILED: {exc}", file=sys.stderr)
+        return 1
+    lock = cfg.get("lock_file") or ""
+    # the run id of a playbook's run (controller:pid:start), so that a playbook on this same host sees
+    # a live runner as alive and never breaks its lock
+    run_id = f"{host}:{os.getpid()}:{lease.process_start(os.getpid())}"
+    if lock:
+        wait = float(cfg.get("lock_wait_seconds", 1800) if args.lock_wait is None else args.lock_wait)
+        holder = {"run_id": run_id, "controller": host, "user": os.environ.get("USER") or "root", "pid": os.getpid(),
+                  "playbook": "paycraft-backup (scheduled)"}
+        try:
+            # the holder renews the lease while this process lives; it is given back below, or by the
+            # holder itself as soon as this process is gone
+            lease.acquire(lock, holder, "scheduled backup", heartbeat=float(cfg.get("lock_heartbeat_seconds", 5)),
+                          lease=float(cfg.get("lock_lease_seconds", 300)), watch_pid=os.getpid(), step="dump",
+                          wait=wait, clock=clock, sleep=sleep)
+        except lease.LockError as exc:
+            print(f"paycraft-backup on {host} SKIPPED (exit {lease.EXIT_LOCKED}): waited {wait:.0f} s for the host "
+                  f"lock, {exc}. No backup was taken this time; the next scheduled run tries again.", file=sys.stderr)
+            return lease.EXIT_LOCKED
+        except OSError as exc:
+            print(f"paycraft-backup on {host} FAILED: the host lock {lock} cannot be taken: {exc}", file=sys.stderr)
+            return 1
+    try:
         version = installed_version(cfg.get("source_dest") or "", cfg.get("version") or "unknown")
         db = Database(cfg.get("container") or "paycraft_db", user=cfg.get("db_user") or "postgres",
                       database=cfg.get("db_name") or "postgres", docker=cfg.get("docker") or "docker",
@@ -1070,6 +1101,9 @@ def cli(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, SnapshotError) as exc:
         print(redact.mask_url(f"paycraft-backup on {host} FAILED: {exc}"), file=sys.stderr)
         return 1
+    finally:
+        if lock:
+            lease.release(lock, run_id)
     for line in run_lines(result):
         print(f"paycraft-backup on {host}: {line}")
     return 0

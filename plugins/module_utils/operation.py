@@ -16,13 +16,10 @@ A run that dies (``kill -9`` of ansible-playbook) leaves ``status: running``:
 the next upgrade, rollback or site run sees it as unfinished, and either
 completes the rollback or, when asked explicitly, resumes.
 
-Lock: an ``flock`` on ``<state file>.lock`` held by a small holder process that
-the operation starts on the host and stops when it ends. It lives as long as
-the operation (Ansible runs each task in a process of its own), and at most
-``max_seconds``. A second operation finds the lock taken and is refused with
-the holder's name. When the holder's controller process is gone (the run was
-killed), the caller may break the lock: the holder process is stopped by its
-recorded pid.
+Lock: the host lock of module_utils/lease.py (``<state file>.lock``), a lease its
+holder renews while the run lives, taken by every operation (issue #32). ``begin``
+takes it or finds it already held by the same run; ``step`` and ``finish`` refuse
+when the lock is held by another run or lost.
 
 Pure Python; no Ansible import.
 """
@@ -30,15 +27,8 @@ Pure Python; no Ansible import.
 from __future__ import annotations
 
 import datetime
-import errno
-import fcntl
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 from ansible_collections.paycraft.selfhost.plugins.module_utils.snapshot import write_json_atomic
 
@@ -172,109 +162,7 @@ def describe(state: dict) -> str:
 
 
 # --- lock ----------------------------------------------------------------------------
-
-HOLDER_CODE = r"""
-import fcntl, json, os, signal, sys, time
-path, info, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-except OSError:
-    sys.stdout.write("busy\n"); sys.stdout.flush(); sys.exit(3)
-data = json.loads(info); data["holder_pid"] = os.getpid()
-os.ftruncate(fd, 0); os.lseek(fd, 0, 0); os.write(fd, (json.dumps(data) + "\n").encode()); os.fsync(fd)
-sys.stdout.write("locked\n"); sys.stdout.flush(); sys.stdout.close()
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-deadline = time.monotonic() + max_seconds
-while not stop and time.monotonic() < deadline:
-    time.sleep(0.5)
-os.ftruncate(fd, 0)
-"""
-
+# The host lock is module_utils/lease.py's (one lease for every operation): ``<state file>.lock``.
 
 def lock_path(state_path: str) -> str:
     return state_path + ".lock"
-
-
-def read_lock_info(path: str) -> dict:
-    try:
-        with open(path) as fh:
-            text = fh.read().strip()
-        return json.loads(text) if text else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def lock_is_held(path: str) -> bool:
-    """True when some process holds the flock on ``path``."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return True
-        raise
-    finally:
-        os.close(fd)
-    return False
-
-
-def acquire(path: str, holder: dict, max_seconds: int = 7200, python: str | None = None) -> dict:
-    """Start the holder process; returns the lock info (with ``holder_pid``).
-
-    Raises OperationError naming the current holder when the lock is taken.
-    """
-    proc = subprocess.Popen(
-        [python or sys.executable, "-c", HOLDER_CODE, path, json.dumps(holder), str(max_seconds)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-    line = proc.stdout.readline().decode().strip() if proc.stdout else ""
-    if proc.stdout:
-        proc.stdout.close()
-    if line != "locked":
-        proc.wait(timeout=10)
-        info = read_lock_info(path)
-        raise OperationError(f"held by {holder_text(info)}")
-    info = dict(holder)
-    info["holder_pid"] = proc.pid
-    return info
-
-
-def holder_text(info: dict) -> str:
-    if not info:
-        return "another process (no holder recorded)"
-    return (
-        f"{info.get('operation', 'an operation')} {info.get('from_version', '?')} -> {info.get('to_version', '?')} "
-        f"run by {info.get('user', '?')}@{info.get('controller', '?')} (ansible-playbook pid {info.get('pid', '?')}, "
-        f"since {info.get('since', '?')}, lock holder pid {info.get('holder_pid', '?')} on this host)"
-    )
-
-
-def release(path: str, wait: float = 10.0) -> bool:
-    """Stop the holder process recorded in the lock file. True when a holder was stopped."""
-    info = read_lock_info(path)
-    pid = info.get("holder_pid")
-    if not pid or not lock_is_held(path):
-        return False
-    try:
-        os.kill(int(pid), signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and lock_is_held(path):
-        time.sleep(0.1)
-    if lock_is_held(path):
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        time.sleep(0.2)
-    return True

@@ -6,19 +6,23 @@
 DOCUMENTATION = r"""
 ---
 module: paycraft_operation
-short_description: Record an upgrade or rollback step by step on the host, under a host-level lock
+short_description: Record an upgrade or rollback step by step on the host, under the host lock
 version_added: 0.1.0
 description:
   - Keeps the state file of the host's current or last upgrade/rollback (written atomically, 0600) with
     the operation, the versions, the snapshot, who runs it, and every step begun and done. A run that dies leaves it
     C(running), so the next run sees the unfinished operation instead of starting over.
   - O(state=check) reads it, and whether the lock is held and by whom. Nothing changes.
-  - O(state=begin) takes the host-level lock (an C(flock) held by a small process on the host for the
-    whole operation, at most O(lock_max_seconds)) and starts a new record; it refuses when the lock is
-    held (naming the holder) or when the last operation is unfinished, unless O(adopt=true), which takes
-    over the unfinished record (to complete its rollback or resume it).
+  - O(state=begin) starts a new record under the host lock (M(paycraft.selfhost.paycraft_lock), a lease its
+    holder renews while the run lives). The playbooks take that lock first (roles/common tasks/lock.yml),
+    and begin finds it held by the same run (O(holder.run_id)); a role used without it has begin take the
+    lock itself, and finish give it back. It refuses when another run holds the lock (naming the holder
+    and what it does) or when the last operation is unfinished, unless O(adopt=true), which takes over
+    the unfinished record (to complete its rollback or resume it).
   - O(state=step) records a step V(begun), V(done) or V(failed), with O(details).
-  - O(state=finish) records the final O(status) and O(message) and releases the lock.
+  - O(state=finish) records the final O(status) and O(message), and releases the lock when begin took it.
+  - O(state=step) and O(state=finish) refuse, changing nothing, when the lock is not held by the run
+    O(run_id) (default, the run recorded by begin), that is when another run holds it or it was lost.
 author:
   - paycraft.selfhost maintainers (@paycraft)
 attributes:
@@ -51,11 +55,12 @@ options:
     type: str
     default: ""
   holder:
-    description: Who runs the operation (controller, user, pid of ansible-playbook); shown to a second run.
+    description:
+      - Who runs the operation (run_id, controller, user, pid of ansible-playbook, playbook); shown to a second run.
     type: dict
     default: {}
   break_lock:
-    description: Stop the holder process of a lock whose run is gone (its controller process died), then take it.
+    description: Stop the holder process of a lock held by another run (only when that run is gone), then take it.
     type: bool
     default: false
   adopt:
@@ -85,10 +90,21 @@ options:
     description: Final message (O(state=finish)).
     type: str
     default: ""
+  run_id:
+    description: The run that records a step or the end (O(state=step), O(state=finish)); empty, the run begin recorded.
+    type: str
+    default: ""
+  lock_heartbeat_seconds:
+    description: When begin takes the lock itself, how often its holder renews the lease.
+    type: float
+    default: 5
+  lock_lease_seconds:
+    description: When begin takes the lock itself, the lease (a run that records no step for this long loses it).
+    type: float
+    default: 300
   lock_max_seconds:
-    description: The lock is given up by itself after this many seconds, even if the run never releases it.
+    description: Ignored (the lock used to expire after this many seconds; it is a renewed lease now).
     type: int
-    default: 7200
 """
 
 EXAMPLES = r"""
@@ -103,11 +119,12 @@ EXAMPLES = r"""
     operation: upgrade
     from_version: v1.0.0
     to_version: v1.1.0
-    holder: {controller: "{{ lookup('pipe', 'hostname') }}", user: "{{ lookup('env', 'USER') }}"}
+    holder: "{{ paycraft_lock_holder }}"
 
 - name: Record a step
   paycraft.selfhost.paycraft_operation:
     state: step
+    run_id: "{{ paycraft_lock_holder.run_id }}"
     step: snapshot
     step_status: done
     details: {path: /var/backups/paycraft/20261128T230000Z-v1.0.0}
@@ -135,8 +152,14 @@ lock_held:
   description: Whether the lock is held by a process (before the change).
   returned: always
   type: bool
+lock_state:
+  description: C(free), C(held) or C(stale) (its holder stopped renewing), before the change.
+  returned: always
+  type: str
 lock_holder:
-  description: What the holder recorded (controller, user, pid, since, holder_pid).
+  description:
+    - What the holder recorded (run_id, controller, user, pid, playbook, operation, step, since, renewed_at,
+      holder_pid).
   returned: always
   type: dict
 """
@@ -144,6 +167,7 @@ lock_holder:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.paycraft.selfhost.plugins.module_utils import lease
 from ansible_collections.paycraft.selfhost.plugins.module_utils import operation as lib
 from ansible_collections.paycraft.selfhost.plugins.module_utils.snapshot import ensure_private_dir
 
@@ -157,6 +181,7 @@ def main():
             from_version=dict(type="str", default=""),
             to_version=dict(type="str", default=""),
             holder=dict(type="dict", default={}),
+            run_id=dict(type="str", default=""),
             break_lock=dict(type="bool", default=False),
             adopt=dict(type="bool", default=False),
             step=dict(type="str"),
@@ -164,7 +189,9 @@ def main():
             details=dict(type="dict", default={}),
             status=dict(type="str", choices=["done", "rolled_back", "failed", "abandoned"], default="done"),
             message=dict(type="str", default=""),
-            lock_max_seconds=dict(type="int", default=7200),
+            lock_heartbeat_seconds=dict(type="float", default=5),
+            lock_lease_seconds=dict(type="float", default=300),
+            lock_max_seconds=dict(type="int"),
         ),
         required_if=[("state", "begin", ("operation",)), ("state", "step", ("step",))],
         supports_check_mode=True,
@@ -177,9 +204,9 @@ def main():
         record = lib.read_state(path)
     except lib.OperationError as exc:
         module.fail_json(msg=f"{host}: {exc}")
-    held = lib.lock_is_held(lock)
-    holder = lib.read_lock_info(lock) if held else {}
-    out = dict(lock_held=held, lock_holder=holder)
+    lock_state, holder = lease.status(lock)
+    out = dict(lock_held=lock_state != "free", lock_state=lock_state,
+               lock_holder=holder if lock_state != "free" else {})
 
     def done(changed, rec):
         module.exit_json(changed=changed, operation=rec or {}, unfinished=lib.is_unfinished(rec),
@@ -192,27 +219,34 @@ def main():
         done(True, record)
 
     if p["state"] == "begin":
-        if held and not p["break_lock"]:
+        run_id = p["holder"].get("run_id") or ""
+        mine = lock_state != "free" and run_id and holder.get("run_id") == run_id
+        if lock_state == "held" and not mine and not p["break_lock"]:
             module.fail_json(
-                msg=(f"{host}: another upgrade or rollback holds the lock of this host: {lib.holder_text(holder)}. "
+                msg=(f"{host}: another operation holds the lock of this host: {lease.describe(holder)}. "
                      "Nothing was changed. Wait for it to finish; if that run is gone (its controller was "
-                     "killed), re-run with -e paycraft_operation_break_lock=true."), **out)
+                     "killed), re-run with -e paycraft_lock_break=true."), **out)
         if lib.is_unfinished(record) and not p["adopt"]:
             module.fail_json(
                 msg=(f"{host}: the last operation did not finish: {lib.describe(record)}. Nothing was changed. "
                      "Re-run upgrade.yml, rollback.yml or site.yml without extra variables to complete its "
                      "rollback, or with -e paycraft_operation_resume=true to resume it."), **out)
-        if held:
-            lib.release(lock)
         if not os.path.isdir(os.path.dirname(path)):
             ensure_private_dir(os.path.dirname(path))
-        info = dict(p["holder"], operation=p["operation"], from_version=p["from_version"],
-                    to_version=p["to_version"], since=lib.now_iso())
-        try:
-            info = lib.acquire(lock, info, max_seconds=p["lock_max_seconds"])
-        except lib.OperationError as exc:
-            module.fail_json(msg=f"{host}: another upgrade or rollback holds the lock of this host: {exc}. "
-                                 "Nothing was changed.", **out)
+        doing = f"{p['operation']} {p['from_version'] or '?'} -> {p['to_version'] or '?'}"
+        if mine:
+            info = lease.renew(lock, run_id, step="begin", operation=doing)
+        else:
+            # a run that did not take the host lock first (the role used without common/tasks/lock.yml):
+            # begin takes it, and finish gives it back
+            holder_in = dict(p["holder"], run_id=run_id or f"{host}:operation:{os.getpid()}", acquired_by="operation")
+            try:
+                info = lease.acquire(lock, holder_in, doing, heartbeat=p["lock_heartbeat_seconds"],
+                                     lease=p["lock_lease_seconds"], step="begin", break_lock=p["break_lock"])
+            except lease.LockError as exc:
+                module.fail_json(msg=f"{host}: another operation holds the lock of this host: {exc}. "
+                                     "Nothing was changed.", **out)
+        info = {k: v for k, v in info.items() if k not in ("reused", "broke")}
         if lib.is_unfinished(record) and p["adopt"]:
             record["holder"] = info
             record.setdefault("adopted", []).append({"at": lib.now_iso(), "by": info, "as": p["operation"]})
@@ -224,18 +258,34 @@ def main():
     if record is None:
         module.fail_json(msg=f"{host}: no operation recorded in {path}; begin one first.", **out)
 
+    # step and finish: only the run that holds the lock writes the record
+    run_id = p["run_id"] or (record.get("holder") or {}).get("run_id") or ""
+    try:
+        owner = lease.check_owner(lock, run_id)
+    except lease.LockError as exc:
+        module.fail_json(
+            msg=(f"{host}: refused to record {'step ' + p['step'] if p['state'] == 'step' else 'the end'} of "
+                 f"{record.get('operation', 'the operation')} {record.get('from_version', '?')} -> "
+                 f"{record.get('to_version', '?')}: {exc}. The record ({path}) was not changed; this run must "
+                 "stop here. Look at what the host runs now (cat " + lease.info_path(lock) + ") before re-running."),
+            **out)
+
     if p["state"] == "step":
         lib.mark_step(record, p["step"], p["step_status"], p["details"])
         if p["step"] == "snapshot" and p["step_status"] == "done" and p["details"].get("path"):
             record["snapshot"] = p["details"]["path"]
         lib.write_state(path, record)
+        lease.renew(lock, run_id, step=f"{p['step']} {p['step_status']}")
         done(True, record)
 
     # finish
     record.update(p["details"])
     lib.finish(record, p["status"], p["message"])
     lib.write_state(path, record)
-    lib.release(lock)
+    if owner.get("acquired_by") == "operation":
+        lease.release(lock, run_id)
+    else:
+        lease.renew(lock, run_id, step=f"{record.get('operation')} {p['status']}")
     done(True, record)
 
 

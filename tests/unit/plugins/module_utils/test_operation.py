@@ -1,11 +1,9 @@
-"""module_utils/operation.py: versions, the atomic state file, the flock held by a holder process."""
+"""module_utils/operation.py: versions and the atomic state file (the host lock: test_lease.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import sys
 
 import pytest
 from ansible_collections.paycraft.selfhost.plugins.module_utils import operation as op
@@ -54,36 +52,6 @@ def test_an_unreadable_state_file_is_an_error_not_a_fresh_start(tmp_path):
     with pytest.raises(op.OperationError, match="cannot be read"):
         op.read_state(str(path))
     assert op.read_state(str(tmp_path / "absent.json")) is None
-
-
-def test_lock_is_held_by_a_holder_process_refuses_a_second_and_names_the_holder(tmp_path):
-    path = str(tmp_path / "operation.json.lock")
-    info = op.acquire(path, HOLDER, max_seconds=60, python=sys.executable)
-    try:
-        assert op.lock_is_held(path)
-        assert op.read_lock_info(path)["holder_pid"] == info["holder_pid"]
-        with pytest.raises(op.OperationError) as exc:
-            op.acquire(path, dict(HOLDER, pid=1), max_seconds=60, python=sys.executable)
-        assert "root@ctl" in str(exc.value) and "4242" in str(exc.value)
-    finally:
-        assert op.release(path) is True
-    assert not op.lock_is_held(path)
-    assert op.release(path) is False
-    # free again: a new operation takes it
-    op.acquire(path, HOLDER, max_seconds=60, python=sys.executable)
-    op.release(path)
-
-
-def test_the_holder_gives_the_lock_up_by_itself_after_max_seconds(tmp_path):
-    path = str(tmp_path / "l.lock")
-    op.acquire(path, HOLDER, max_seconds=1, python=sys.executable)
-    import time
-
-    deadline = time.monotonic() + 20
-    while op.lock_is_held(path) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not op.lock_is_held(path)
-    assert json.dumps(op.read_lock_info(path)) == "{}"
 
 
 def test_beginning_a_step_ends_the_one_before_and_a_finished_run_ends_the_last():
