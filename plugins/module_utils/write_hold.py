@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 
-from . import gateway
+from ansible_collections.paycraft.selfhost.plugins.module_utils import gateway
 
 # PostgREST runs a STABLE or IMMUTABLE function in a READ ONLY transaction: such a function stays
 # callable with POST /rest/v1/rpc/<name> during the hold (the config function reads that way).
