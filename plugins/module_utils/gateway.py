@@ -197,3 +197,141 @@ def render(config: dict, header: str = "") -> str:
 
 def checksum(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- The write hold ------------------------------------------------------------------------------
+# While an operation may still restore a snapshot (upgrade: from the snapshot until its smoke test
+# passed or it rolled back; rollback.yml: its restore), the gateway refuses every write with 503 and
+# Retry-After, and reads keep answering. A payment provider retries whatever did not get a 2xx, so a
+# refused write is delivered again later; a write acknowledged and then restored away is lost.
+# It is one global pre-function plugin (bundled with Kong, runs before the key check), tagged
+# HOLD_TAG; its Lua starts with a comment line holding the spec as JSON, which the reference gateway
+# (reference/images/kong/render.py, no Lua) reads to do the same in nginx.
+HOLD_TAG = "paycraft-write-hold"
+HOLD_PASS_HEADER = "X-PayCraft-Hold-Pass"  # noqa: S105 - a header name
+HOLD_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+HOLD_MESSAGE = ("PayCraft is being upgraded or restored: writes are held back for a moment. "
+                "Nothing was written; retry after the number of seconds in Retry-After.")
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PASS = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+
+def hold_spec(pass_token: str, read_functions=(), retry_after: int = 30) -> dict:
+    """The hold's settings, checked: who may pass (the operation's own smoke test sends the token in
+    HOLD_PASS_HEADER), which ``POST /rest/v1/rpc/<name>`` stay open (functions PostgREST runs read-only:
+    STABLE or IMMUTABLE), and the Retry-After seconds."""
+    if not _PASS.match(pass_token or ""):
+        raise GatewayError("the hold's pass token must be 16-128 characters of [A-Za-z0-9_-]")
+    names = sorted(set(read_functions or ()))
+    bad = [n for n in names if not _FUNCTION_NAME.match(str(n))]
+    if bad:
+        raise GatewayError(f"not a plain function name: {bad[0]!r}")
+    retry_after = int(retry_after)
+    if not 1 <= retry_after <= 3600:
+        raise GatewayError("Retry-After must be 1-3600 seconds")
+    return {"pass": pass_token, "read_functions": names, "retry_after": retry_after}
+
+
+def _lua_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string of printable ASCII is a valid Lua string literal
+
+
+def hold_lua(spec: dict) -> str:
+    """The pre-function's access code for Kong (first line: the spec, for the reference gateway)."""
+    spec = hold_spec(spec["pass"], spec.get("read_functions"), spec.get("retry_after", 30))
+    reads = ", ".join(f"[{_lua_string(n)}] = true" for n in spec["read_functions"])
+    safe = " or ".join(f"method == {_lua_string(m)}" for m in HOLD_SAFE_METHODS)
+    return "\n".join([
+        f"-- {HOLD_TAG} {json.dumps(spec, sort_keys=True)}",
+        "local method = kong.request.get_method()",
+        f"if {safe} then return end",
+        f"if kong.request.get_header({_lua_string(HOLD_PASS_HEADER.lower())}) == {_lua_string(spec['pass'])} "
+        "then return end",
+        'local fn = string.match(kong.request.get_path(), "^/rest/v1/rpc/([%w_]+)/?$")',
+        f"local reads = {{{reads}}}",
+        'if method == "POST" and fn and reads[fn] then return end',
+        f"return kong.response.exit(503, {{message = {_lua_string(HOLD_MESSAGE)}}}, "
+        f"{{[\"Retry-After\"] = {_lua_string(str(spec['retry_after']))}}})",
+    ])
+
+
+def spec_of_lua(code: str):
+    """The spec on the first line of a hold's Lua, else None."""
+    first = (code or "").split("\n", 1)[0]
+    prefix = f"-- {HOLD_TAG} "
+    if not first.startswith(prefix):
+        return None
+    try:
+        spec = json.loads(first[len(prefix):])
+    except ValueError:
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+# The hold is put into (and taken out of) the rendered file as text, between two comment lines, so a
+# host's file is held and released in place (the gateway's bind mount keeps seeing the same file)
+# whatever wrote it.
+HOLD_BEGIN = f"  # {HOLD_TAG}: begin (writes refused until the operation ends)"
+HOLD_END = f"  # {HOLD_TAG}: end"
+_HOLD_ADDED = f"plugins:  # {HOLD_TAG}: added"
+_HOLD_WAS_EMPTY = f"plugins:  # {HOLD_TAG}: was []"
+
+
+def text_without_hold(text: str) -> str:
+    """A rendered file with the hold taken out (unchanged when it has none)."""
+    out, inside = [], False
+    for line in text.split("\n"):
+        if line == HOLD_BEGIN:
+            inside = True
+        elif line == HOLD_END:
+            inside = False
+        elif inside or line == _HOLD_ADDED:
+            continue
+        elif line == _HOLD_WAS_EMPTY:
+            out.append("plugins: []")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def text_with_hold(text: str, spec: dict) -> str:
+    """A rendered file (gateway.render) with the hold as its first global plugin."""
+    lines = text_without_hold(text).rstrip("\n").split("\n")
+    item = _lines([{"name": "pre-function", "tags": [HOLD_TAG], "config": {"access": [hold_lua(spec)]}}], 2)
+    block = [HOLD_BEGIN, *item, HOLD_END]
+    if "plugins:" in lines:
+        at = lines.index("plugins:") + 1
+        if any(re_line.strip() == '- name: "pre-function"' for re_line in lines[at:]
+               if re_line.startswith("  - ")):
+            raise GatewayError("the release's Kong file has a global pre-function plugin already: "
+                               "the write hold cannot be added beside it")
+        lines[at:at] = block
+    elif "plugins: []" in lines:
+        at = lines.index("plugins: []")
+        lines[at:at + 1] = [_HOLD_WAS_EMPTY, *block]
+    else:
+        lines += [_HOLD_ADDED, *block]
+    return "\n".join(lines) + "\n"
+
+
+def text_hold(text: str):
+    """The spec of the hold in a rendered file, else None."""
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith('- "-- ' + HOLD_TAG):
+            try:
+                return spec_of_lua(json.loads(stripped[2:]))
+            except ValueError:
+                return None
+    return None
+
+
+def write_hold_of(config: dict):
+    """The spec of the hold in ``config``, else None."""
+    for plugin in config.get("plugins") or []:
+        if isinstance(plugin, dict) and HOLD_TAG in (plugin.get("tags") or []):
+            for code in (plugin.get("config") or {}).get("access") or []:
+                spec = spec_of_lua(code)
+                if spec:
+                    return spec
+    return None

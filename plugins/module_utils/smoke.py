@@ -945,6 +945,19 @@ def classify_webhook_answer(status, body_text):
     return False, "webhook_unsigned_accepted", None
 
 
+HOLD_PASS_HEADER = "X-PayCraft-Hold-Pass"  # noqa: S105 - gateway.HOLD_PASS_HEADER, a header name
+
+
+def read_hold_pass(path: str) -> str:
+    """The pass token of the write hold in force (its record at ``path``), else ''."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    return str(record.get("pass") or "") if isinstance(record, dict) else ""
+
+
 def make_webhook_probe(function):
     """The probe of one webhook function: an unsigned ``POST {api_url}/functions/v1/<function>``, no apikey;
     ``params["webhook_tenant_id"]`` set: the per-tenant path ``.../<function>/<tenant_id>``."""
@@ -954,6 +967,9 @@ def make_webhook_probe(function):
         url = params["api_url"].rstrip("/") + path
         context = {"function": function, "webhook_path": path}
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if params.get("hold_pass"):
+            # an operation's write hold refuses POSTs at the gateway; its own smoke test passes
+            headers[HOLD_PASS_HEADER] = params["hold_pass"]
         try:
             answer = http_request(url, "POST", headers, timeout, params.get("validate_certs", True),
                                   data=WEBHOOK_PROBE_BODY, ca_file=params.get("ca_file"))

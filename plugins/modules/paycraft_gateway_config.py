@@ -21,6 +21,9 @@ description:
     browser-facing links (O(open_paths)).
   - The keys never leave the host - they are read from O(env_file) by the module; the diff, the result and every
     message show C(********) in their place.
+  - While a write hold is in force (its record O(hold_file) exists - module M(paycraft.selfhost.paycraft_write_hold) -
+    because an upgrade or a restore is under way, or was killed), the file keeps the hold, so a gateway started or
+    reloaded from it keeps refusing writes.
   - The file is written atomically with O(mode); its directory is the caller's to protect (a bind mount does not
     need the container's user to traverse it, so a C(0700) directory keeps the keys from other local users).
 author:
@@ -54,6 +57,9 @@ options:
     description: Comment lines at the top of the file.
     type: str
     default: ""
+  hold_file:
+    description: The record of the write hold (C(paycraft_write_hold_file)); empty, no hold is looked for.
+    type: path
   host_name:
     description: The inventory name of the host, for messages (default the host's own name).
     type: str
@@ -87,7 +93,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 checksum:
-  description: SHA-256 of the file's content (the stack role labels the gateway container with it).
+  description: >-
+    SHA-256 of the file's content without a write hold (the stack role labels the gateway container with it: a hold
+    does not recreate the gateway).
   returned: always
   type: str
 checked_routes:
@@ -105,6 +113,10 @@ consumers:
   returned: always
   type: list
   sample: [anon, service_role]
+write_hold:
+  description: The write hold kept in the file (its record without the pass token); empty when none.
+  returned: always
+  type: dict
 path:
   description: O(dest).
   returned: always
@@ -115,7 +127,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import envfile as envmod
-from ansible_collections.paycraft.selfhost.plugins.module_utils import gateway
+from ansible_collections.paycraft.selfhost.plugins.module_utils import gateway, write_hold
 
 KEY_VARS = ("PAYCRAFT_ANON_KEY", "PAYCRAFT_SERVICE_ROLE_KEY")
 
@@ -149,6 +161,7 @@ def main():
             mode=dict(type="raw", default="0644"),
             header=dict(type="str", default=""),
             host_name=dict(type="str", default=""),
+            hold_file=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -170,13 +183,24 @@ def main():
             module.fail_json(msg=f"{note}: the gateway's key check reads the keys from it. Run: ansible-playbook "
                                  "playbooks/site.yml --tags config")
     text = gateway.render(config, p["header"])
+    # the checksum labels the gateway container: a hold (put in and taken out in place, then reloaded)
+    # does not recreate it
+    text_checksum = gateway.checksum(text)
     dest = p["dest"]
+    try:
+        hold = write_hold.read_hold(p["hold_file"]) if p["hold_file"] else None
+        if hold:
+            text = gateway.text_with_hold(text, gateway.hold_spec(hold.get("pass", ""), hold.get("read_functions"),
+                                                                  hold.get("retry_after", 30)))
+    except (write_hold.HoldError, gateway.GatewayError) as exc:
+        module.fail_json(msg=f"The write hold in force cannot be kept in the gateway's file: {exc}")
     before = None
     if os.path.isfile(dest):
         with open(dest, encoding="utf-8") as fh:
             before = fh.read()
     changed = before != text
-    result = {"changed": changed, "path": dest, "checksum": gateway.checksum(text), **gateway.describe(config)}
+    result = {"changed": changed, "path": dest, "checksum": text_checksum, **gateway.describe(config),
+              "write_hold": write_hold.public(hold)}
     if note:
         result["notes"] = [note + "; check mode shows the file with placeholders for the keys"]
     if module._diff:

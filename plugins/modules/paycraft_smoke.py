@@ -175,6 +175,12 @@ options:
       - Verify TLS certificates of https URLs. Set to V(false) only for a self-signed test certificate.
     type: bool
     default: true
+  hold_file:
+    description:
+      - The record of a write hold (C(write-hold.json), module M(paycraft.selfhost.paycraft_write_hold)). When it
+        exists, the webhook probes (the only POSTs) send its pass header, so an operation's own smoke test passes
+        the hold that refuses every other write.
+    type: path
   ca_file:
     description:
       - PEM file on the host with the root(s) to trust for https URLs, instead of the system's CA store
@@ -343,6 +349,7 @@ ARGUMENT_SPEC = {
     "request_timeout": {"type": "float", "default": smoke.DEFAULTS["request_timeout"]},
     "validate_certs": {"type": "bool", "default": True},
     "ca_file": {"type": "path"},
+    "hold_file": {"type": "path"},
 }
 
 
@@ -361,6 +368,8 @@ def main():
             params["api_key"] = smoke.read_api_key_file(key_file)
         except (OSError, ValueError) as exc:
             module.fail_json(msg=f"paycraft_smoke: cannot read an api_key from {key_file}: {exc}", changed=False)
+    hold_file = params.pop("hold_file")
+    params["hold_pass"] = smoke.read_hold_pass(hold_file) if hold_file else ""
     env_file = params.pop("env_file")
     if not params.get("anon_key") and env_file and os.path.isfile(env_file):
         # the role's paycraft_env is not set on every path (a resumed upgrade or rollback): the host's own file

@@ -17,11 +17,16 @@ service's, as in Kong):
   the upstream gets X-Consumer-Username.
 - acl (allow or deny groups): a consumer outside them gives 403
   {"message":"You cannot consume this service"}; the upstream gets X-Consumer-Groups.
+- pre-function, only the collection's write hold (global, tagged paycraft-write-hold; the first
+  line of its Lua holds its settings as JSON): every request but GET, HEAD, OPTIONS, a POST to
+  /rest/v1/rpc/<one of its read functions> and a request carrying its pass header gets 503 with
+  Retry-After, as the Lua does on a real Kong.
 Everything else in the file (other plugins, hosts/methods matchers, regex paths)
 is reported and ignored. Keys are never printed.
 
 Usage: render.py OUTPUT_FILE
 """
+import json
 import os
 import re
 import sys
@@ -37,6 +42,12 @@ NO_KEY = '{"message":"No API key found in request"}'
 BAD_KEY = '{"message":"Unauthorized"}'
 FORBIDDEN = '{"message":"You cannot consume this service"}'
 HONOURED = ("key-auth", "acl")
+HOLD_TAG = "paycraft-write-hold"
+HOLD_PASS_HEADER = "x-paycraft-hold-pass"  # noqa: S105 - a header name
+HOLD_MESSAGE = ('{"message":"PayCraft is being upgraded or restored: writes are held back for a moment. '
+                'Nothing was written; retry after the number of seconds in Retry-After."}')
+FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PASS_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
@@ -81,11 +92,61 @@ def honoured(plugins, where):
     found = {}
     for plugin in plugins or []:
         name = plugin.get("name")
+        if name == "pre-function" and HOLD_TAG in (plugin.get("tags") or []) and where.endswith("(global)"):
+            continue  # the write hold: read by write_hold()
         if name not in HONOURED:
             note(f"plugin '{name}' on {where} is not supported: ignored")
         elif plugin.get("enabled", True):
             found[name] = plugin.get("config") or {}
     return found
+
+
+def write_hold(config):
+    """The settings of the collection's write hold (a global pre-function tagged HOLD_TAG), else None."""
+    for plugin in config.get("plugins") or []:
+        if not isinstance(plugin, dict) or HOLD_TAG not in (plugin.get("tags") or []):
+            continue
+        if plugin.get("name") != "pre-function" or not plugin.get("enabled", True):
+            continue
+        for code in (plugin.get("config") or {}).get("access") or []:
+            first = str(code).split("\n", 1)[0]
+            if not first.startswith(f"-- {HOLD_TAG} "):
+                continue
+            try:
+                spec = json.loads(first[len(HOLD_TAG) + 4:])
+            except ValueError:
+                fail("the write hold's settings line is not JSON")
+            names = [str(n) for n in spec.get("read_functions") or []]
+            if not PASS_TOKEN.match(str(spec.get("pass", ""))) or not all(FUNCTION_NAME.match(n) for n in names):
+                fail("the write hold's settings are not valid")
+            return {"pass": str(spec["pass"]), "read_functions": names,
+                    "retry_after": int(spec.get("retry_after") or 30)}
+    return None
+
+
+def hold_lines(spec):
+    """(http-block maps, server lines) refusing writes with 503 + Retry-After (the module docstring)."""
+    maps = [
+        "map $request_method $kong_hold_write { default 1; GET 0; HEAD 0; OPTIONS 0; }",
+        f"map $http_{HOLD_PASS_HEADER.replace('-', '_')} $kong_hold_pass "
+        f"{{ default 0; {nginx_string(spec['pass'])} 1; }}",
+    ]
+    if spec["read_functions"]:
+        names = "|".join(spec["read_functions"])
+        maps.append(f"map $request_method$uri $kong_hold_read {{ default 0; ~^POST/rest/v1/rpc/({names})/?$ 1; }}")
+    else:
+        maps.append("map $uri $kong_hold_read { default 0; }")
+    server = [
+        'set $kong_hold "$kong_hold_write$kong_hold_pass$kong_hold_read";',
+        'if ($kong_hold = "100") { rewrite ^ /.paycraft-write-hold last; }',
+        "location = /.paycraft-write-hold {",
+        "    internal;",
+        f"    add_header Retry-After {spec['retry_after']} always;",
+        f"    add_header Via 'kong/{KONG_VERSION}' always;",
+        f"    return 503 {nginx_string(HOLD_MESSAGE)};",
+        "}",
+    ]
+    return maps, server
 
 
 def collect_routes(config):
@@ -284,8 +345,13 @@ def render(config, listen_spec):
             keys_checked = keys_checked or "key-auth" in plugins
             note(f"route '{name}': {path} -> {target['protocol']}://{target['host']}:{target['port']}"
                  f"{target['path']} (strip_path={route.get('strip_path', True)})")
+    hold = write_hold(config)
+    hold_maps, hold_server = hold_lines(hold) if hold else ([], [])
+    if hold:
+        note(f"write hold: writes refused with 503, read functions open: {', '.join(hold['read_functions']) or 'none'}")
     server = [
         *listen_directives(listen_spec),
+        *hold_server,
         "location @kong_502 { default_type application/json; return 502 " + nginx_string(BAD_GATEWAY) + "; }",
         "location @kong_504 { default_type application/json; return 504 " + nginx_string(TIMEOUT) + "; }",
         "error_page 502 503 = @kong_502;",
@@ -332,6 +398,7 @@ def render(config, listen_spec):
         "    proxy_set_header X-Forwarded-Port $server_port;",
         f"    add_header Via 'kong/{KONG_VERSION}' always;",
     ]
+    lines += ["    " + line for line in hold_maps]
     if keys_checked:
         # the consumer of the request's key, and its groups (consumers[]); nginx refuses a map
         # on $kong_key when no location sets it

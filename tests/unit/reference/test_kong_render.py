@@ -7,6 +7,7 @@ tests/integration/reference/test_images.py.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,41 @@ def test_the_map_bucket_fits_jwt_keys_and_comes_before_the_first_map():
 def test_no_bucket_setting_without_a_key_check():
     text = render_mod.render(config(), "0.0.0.0:8000")
     assert "map_hash_bucket_size" not in text
+
+
+def hold_plugin(pass_token="p" * 24, reads=("get_suite_config",), retry=30):
+    spec = json.dumps({"pass": pass_token, "read_functions": list(reads), "retry_after": retry})
+    return {"name": "pre-function", "tags": ["paycraft-write-hold"],
+            "config": {"access": [f"-- paycraft-write-hold {spec}\nreturn"]}}
+
+
+def test_the_write_hold_refuses_writes_before_any_location(capsys):
+    text = render_mod.render(config(global_plugins=[hold_plugin(retry=45)]), "0.0.0.0:8000")
+    assert "map $request_method $kong_hold_write { default 1; GET 0; HEAD 0; OPTIONS 0; }" in text
+    assert "map $http_x_paycraft_hold_pass $kong_hold_pass { default 0; 'pppppppppppppppppppppppp' 1; }" in text
+    assert "~^POST/rest/v1/rpc/(get_suite_config)/?$ 1;" in text
+    server = text[text.index("    server {"):]
+    assert server.index('if ($kong_hold = "100")') < server.index("location ^~")
+    hold = server[server.index("location = /.paycraft-write-hold {"):]
+    assert "add_header Retry-After 45 always;" in hold and "return 503 " in hold
+    assert "is not supported" not in capsys.readouterr().err
+
+
+def test_a_pre_function_that_is_not_the_hold_is_ignored(capsys):
+    text = render_mod.render(config(global_plugins=[{"name": "pre-function", "config": {"access": ["return"]}}]),
+                             "0.0.0.0:8000")
+    assert "$kong_hold" not in text
+    assert "plugin 'pre-function' on every route (global) is not supported" in capsys.readouterr().err
+
+
+def test_the_collection_hold_renders_as_the_gateway_reads_it():
+    import sys
+
+    sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
+    try:
+        import gateway  # the collection's, as the reference reads it
+    finally:
+        sys.path.pop(0)
+    spec = gateway.hold_spec("q" * 24, ["get_suite_config"], 30)
+    text = gateway.text_with_hold(gateway.render(config()), spec)
+    assert render_mod.write_hold(yaml.safe_load(text)) == spec

@@ -1,0 +1,119 @@
+"""tests/paycraft_writer.py against a small real HTTP server standing in for the gateway.
+
+The server answers like the stack: sign-up (422 for a known user, then the password grant), the user's
+tenant (none on a release with provision_app, which answers it; PostgREST's 404 on a release without),
+and product inserts: 201, or 503 while its "hold" is on, or 401 once (a stale token). The writer must
+record exactly the 2xx inserts, sign in again after the 401, and its check must count a lost row.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import typing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from paycraft_testlib import REPO
+
+sys.path.insert(0, str(REPO / "tests"))
+import paycraft_writer as writer
+
+sys.path.pop(0)
+
+
+class Gateway(BaseHTTPRequestHandler):
+    state: typing.ClassVar[dict] = {}
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        s = self.state
+        if self.path.startswith("/rest/v1/tenants"):
+            return self.answer(200, [{"id": s["tenant"]}] if s["tenant"] and not s["provision"] else [])
+        return self.answer(404)
+
+    def do_POST(self):
+        s = self.state
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+        if self.path == "/auth/v1/signup":
+            return self.answer(422, {"msg": "User already registered"})
+        if self.path.startswith("/auth/v1/token"):
+            s["logins"] += 1
+            return self.answer(200, {"access_token": f"token-{s['logins']}"})
+        if self.path == "/rest/v1/rpc/provision_app":
+            if not s["provision"]:
+                return self.answer(404, {"code": "PGRST202"})
+            s["provision"] = False
+            return self.answer(200, {"tenant_id": s["tenant"]})
+        if self.path == "/rest/v1/products":
+            s["tries"] += 1
+            if s["tries"] in s["hold"]:
+                return self.answer(503, {"message": "held"})
+            if s["tries"] == s["stale_at"]:
+                return self.answer(401, {"message": "JWT expired"})
+            assert body["tenant_id"] == s["tenant"]
+            s["rows"].append(body["sku"])
+            if len(s["rows"]) >= 8:
+                open(s["stop"], "w").close()
+            return self.answer(201)
+        return self.answer(404)
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    Gateway.state = {"tenant": "t-1", "provision": True, "logins": 0, "tries": 0, "hold": {3, 4, 5},
+                     "stale_at": 7, "rows": [], "stop": str(tmp_path / "stop")}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", Gateway.state
+    server.shutdown()
+
+
+def test_the_writer_records_the_acknowledged_writes_only(gateway, tmp_path, capsys, monkeypatch):
+    url, state = gateway
+    (tmp_path / "anon").write_text("anon-key\n")
+    out = str(tmp_path / "acked")
+    rc = writer.main(["run", "--api-url", url, "--anon-key-file", str(tmp_path / "anon"), "--email", "w@x.invalid",
+                      "--password", "pw", "--out", out, "--prefix", "w-t", "--interval", "0.01",
+                      "--max-seconds", "30", "--stop-file", state["stop"]])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert summary["acknowledged"] == 8 == len(state["rows"])
+    assert summary["refused"] == {"503": 3, "401": 1}
+    assert state["logins"] == 2  # signed in again after the 401
+    keys = [line.split("\t")[0] for line in open(out)]
+    assert keys == state["rows"]
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(state["rows"]) + "\n"))
+    assert writer.main(["check", "--acked", out]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert (counts["acknowledged"], counts["present"], counts["missing"], counts["refused_total"]) == (8, 8, 0, 4)
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(state["rows"][1:]) + "\n"))
+    assert writer.main(["check", "--acked", out]) == 1
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["missing"] == 1 and counts["missing_keys"] == [state["rows"][0]]
+
+
+def test_check_since_leaves_out_the_writes_acknowledged_before(tmp_path, capsys, monkeypatch):
+    acked = tmp_path / "acked"
+    acked.write_text("w-1\t2026-12-07T03:00:00.500000Z\nw-2\t2026-12-07T03:00:01.200000Z\n"
+                     "w-3\t2026-12-07T03:00:05.000000Z\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("w-2\nw-3\n"))
+    # the record's whole second: the cut is the next one
+    assert writer.main(["check", "--acked", str(acked), "--since", "2026-12-07T03:00:00Z"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["acknowledged"] == 2 and counts["acknowledged_before_since"] == 1
+    assert counts["present_before_since"] == 0
