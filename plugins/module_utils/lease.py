@@ -427,7 +427,13 @@ def keep(pid: int, interval: float, renew_cmd: list, release_cmd: list, alive=pi
             return "not ours"
         if rc != 0:
             log(f"renew exited {rc} (the host unreachable?); trying again in {interval:g} s")
-        sleep(interval)
+        # wait for the next pulse a second at a time, so that a killed run's lock is given back
+        # within a second of its end, not after a whole interval
+        waited = 0.0
+        while waited < interval and alive(pid):
+            step = min(1.0, interval - waited)
+            sleep(step)
+            waited += step
     log(f"ansible-playbook {pid} is gone: giving its lock back")
     try:
         rc = run(release_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -36,7 +36,7 @@ PULSE = 3
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def until(condition, what: str, bound: float = 300.0):
+def until(condition, what: str, bound: float = 900.0):
     """Wait for ``condition``; the bound only stops a broken build from hanging."""
     end = time.monotonic() + bound
     while time.monotonic() < end:

@@ -225,7 +225,7 @@ def test_acquire_waits_a_bounded_time_then_names_the_holder(lock, owner):
 # --- the controller's keeper -----------------------------------------------------------------------------
 
 def test_the_keeper_pulses_while_ansible_playbook_lives_then_releases():
-    calls, lives = [], [True, True, True, False]
+    calls = []
 
     class Done:
         def __init__(self, rc):
@@ -235,13 +235,29 @@ def test_the_keeper_pulses_while_ansible_playbook_lives_then_releases():
         calls.append(cmd[-1])
         return Done(0)
 
-    assert lease.keep(1, 5, ["renew"], ["release"], alive=lambda pid: lives.pop(0), run=run,
+    # ansible-playbook lives through three pulses
+    assert lease.keep(1, 5, ["renew"], ["release"], alive=lambda pid: len(calls) < 3, run=run,
                       sleep=lambda s: None, log=print) == "released"
     assert calls == ["renew", "renew", "renew", "release"]
     # the lock was given back at the end of the play (renew refused, exit 2): no release
     calls.clear()
     assert lease.keep(1, 5, ["renew"], ["release"], alive=lambda pid: True, run=lambda c, **k: Done(2),
                       sleep=lambda s: None, log=print) == "not ours"
+
+
+def test_the_keeper_sees_a_killed_run_within_a_second_not_a_whole_interval():
+    slept, calls = [], []
+
+    class Done:
+        returncode = 0
+
+    def alive(pid):  # the run dies 2.5 s into the wait after its first pulse
+        return sum(slept) < 2.5
+
+    assert lease.keep(1, 30, ["renew"], ["release"], alive=alive, run=lambda c, **k: calls.append(c[-1]) or Done(),
+                      sleep=slept.append, log=print) == "released"
+    assert calls == ["renew", "release"]
+    assert sum(slept) <= 3.0, slept
 
 
 def test_the_keeper_commands_are_ad_hoc_runs_of_paycraft_lock_with_the_runs_inventory():
