@@ -36,7 +36,7 @@ from paycraft_testlib import missing
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 
-from conftest_release import SERVICES, http, make_release, missing_images, signup, wait_http  # noqa: E402
+from conftest_release import SERVICES, http, make_release, require_playbook_on_dind, signup, wait_http  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BACKUPS = "/var/backups/paycraft-backups"
@@ -56,20 +56,10 @@ def sh(host: str, script: str, check: bool = True) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from paycraft_dind import DindHost, _controller_env, prerequisites
+    from paycraft_dind import DindHost, _controller_env
 
-    prerequisites()
-    if shutil.which("ansible-playbook") is None:
-        missing("ansible-playbook")
-    for tool in ("age", "age-keygen"):
-        if shutil.which(tool) is None:
-            missing(f"{tool} on the controller (apt-get install -y age)")
-    absent = missing_images()
-    if absent:
-        missing(f"the reference images {absent} (reference/build-images.sh)")
-    compose_src = REPO / ".venv" / "libexec" / "docker-compose"
-    if not compose_src.exists():
-        missing(f"the Compose v2 binary at {compose_src} (scripts/prepare.sh)")
+    compose_src = require_playbook_on_dind("age on the controller (apt-get install -y age)",
+                             "age-keygen on the controller (apt-get install -y age)")
     base = tmp_path_factory.getbasetemp()
     root = tmp_path_factory.mktemp("backup-live")
     origin = root / "paycraft.git"

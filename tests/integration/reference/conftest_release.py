@@ -185,6 +185,27 @@ def missing_images() -> list[str]:
     return [f"paycraft-local/{s}:ref" for s in SERVICES if f"paycraft-local/{s}:ref" not in out]
 
 
+def require_playbook_on_dind(*tools: str) -> Path:
+    """Fail (strict) or skip unless a playbook can run against a DinD host: the engine and the DinD
+    image, ansible-playbook, the reference images, the Compose v2 binary, and ``tools`` on the
+    controller (each "name" or "name (how to install it)"). Returns the Compose v2 binary to hand the
+    docker role."""
+    from paycraft_dind import prerequisites
+    from paycraft_testlib import REPO as repo
+
+    prerequisites()
+    for tool in ("ansible-playbook", *tools):
+        if shutil.which(tool.split(" ", 1)[0]) is None:
+            missing(tool if " " in tool else f"{tool} on the controller")
+    absent = missing_images()
+    if absent:
+        missing(f"the reference images {absent} (reference/build-images.sh)")
+    compose_src = REPO / ".venv" / "libexec" / "docker-compose"
+    if not compose_src.exists():
+        missing(f"the Compose v2 binary at {compose_src} (scripts/prepare.sh)")
+    return compose_src
+
+
 def compose(host, selfhost: Path, *args: str, check=True, env=None, timeout=600) -> subprocess.CompletedProcess:
     """`docker compose -p selfhost ARGS` in infra/selfhost, on the DinD host's engine."""
     return run(["docker", "compose", "-p", PROJECT, "--project-directory", str(selfhost), *args],

@@ -12,18 +12,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from paycraft_testlib import missing
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 
-from conftest_release import SERVICES, make_release, missing_images  # noqa: E402
+from conftest_release import SERVICES, make_release, require_playbook_on_dind  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SNAPSHOTS = "/var/backups/paycraft"
@@ -51,17 +49,9 @@ def sh(host: str, script: str, check: bool = True) -> subprocess.CompletedProces
 
 
 def test_site_from_an_untagged_commit_takes_the_upgrade_path(tmp_path_factory):
-    from paycraft_dind import DindHost, _controller_env, prerequisites
+    from paycraft_dind import DindHost, _controller_env
 
-    prerequisites()
-    if shutil.which("ansible-playbook") is None:
-        missing("ansible-playbook")
-    absent = missing_images()
-    if absent:
-        missing(f"the reference images {absent} (reference/build-images.sh)")
-    compose_src = REPO / ".venv" / "libexec" / "docker-compose"
-    if not compose_src.exists():
-        missing(f"the Compose v2 binary at {compose_src} (scripts/prepare.sh)")
+    compose_src = require_playbook_on_dind()
     base = tmp_path_factory.getbasetemp()
     root = tmp_path_factory.mktemp("site-commit")
     origin = root / "paycraft.git"
