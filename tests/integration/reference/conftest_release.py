@@ -191,7 +191,6 @@ def require_playbook_on_dind(*tools: str) -> Path:
     controller (each "name" or "name (how to install it)"). Returns the Compose v2 binary to hand the
     docker role."""
     from paycraft_dind import prerequisites
-    from paycraft_testlib import REPO as repo
 
     prerequisites()
     for tool in ("ansible-playbook", *tools):
