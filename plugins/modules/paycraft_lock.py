@@ -15,7 +15,7 @@ description:
     O(state=renew) (the controller's keeper sends one every few seconds while C(ansible-playbook) runs).
     No renew for O(lease_seconds) and the holder gives the lock up by itself; there is no fixed deadline.
   - O(state=check) reports the lock (free, held, stale) and its holder. Nothing changes.
-  - O(state=acquire) takes the lock for the run O(holder.run_id), or returns it as it is when this run
+  - O(state=acquire) takes the lock for the run O(holder) (its C(run_id)), or returns it as it is when this run
     holds it already. Held by another run, it fails naming the holder (controller, user, pid,
     playbook) and what it does (operation and step), after waiting up to O(wait_seconds). A stale
     lock (its holder process stopped renewing) is broken; O(break_lock=true) breaks a live one.

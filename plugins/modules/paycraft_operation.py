@@ -15,7 +15,7 @@ description:
   - O(state=check) reads it, and whether the lock is held and by whom. Nothing changes.
   - O(state=begin) starts a new record under the host lock (M(paycraft.selfhost.paycraft_lock), a lease its
     holder renews while the run lives). The playbooks take that lock first (roles/common tasks/lock.yml),
-    and begin finds it held by the same run (O(holder.run_id)); a role used without it has begin take the
+    and begin finds it held by the same run (O(holder) (its C(run_id))); a role used without it has begin take the
     lock itself, and finish give it back. It refuses when another run holds the lock (naming the holder
     and what it does) or when the last operation is unfinished, unless O(adopt=true), which takes over
     the unfinished record (to complete its rollback or resume it).

@@ -90,13 +90,13 @@ def live(tmp_path_factory):
             return sh(f"flock -n {LOCK} true").returncode == 0
 
         @contextmanager
-        def hold(operation: str, step: str):
+        def hold(operation: str, step: str, **extra_vars):
             """hold.yml: a real ansible-playbook holding the lock, with its keeper, until the block ends."""
             release = root / f"release-{time.monotonic_ns()}"
             proc = subprocess.Popen(
                 ["ansible-playbook", "-i", str(inventory), str(HERE / "hold.yml"), "-e",
                  json.dumps({"paycraft_lock_operation": operation, "paycraft_lock_step": step,
-                             "paycraft_test_release_file": str(release)})],
+                             "paycraft_test_release_file": str(release), **extra_vars})],
                 env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
                 until(lambda: proc.poll() is None and info().get("step") == step and f":{proc.pid}:" in
@@ -170,7 +170,9 @@ def test_rotate_during_a_backup_is_refused(live):
 
 def test_a_killed_run_gives_the_lock_back_through_its_keeper(live):
     t0 = time.monotonic()
-    with live["hold"]("rollback", "restore begun") as rollback:
+    # a lease long enough that a loaded controller's slow pulses cannot let it run out: what gives the
+    # lock back here must be the keeper seeing its ansible-playbook gone, not the lease
+    with live["hold"]("rollback", "restore begun", paycraft_lock_lease_seconds=600) as rollback:
         rollback.send_signal(signal.SIGKILL)
         rollback.wait()
         # the keeper sees its ansible-playbook gone and releases the lock (no lease to wait out)
