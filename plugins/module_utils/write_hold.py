@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 
-from ansible_collections.paycraft.selfhost.plugins.module_utils import gateway
+from ansible_collections.paycraft.selfhost.plugins.module_utils import gateway, snapshot
 
 # PostgREST runs a STABLE or IMMUTABLE function in a READ ONLY transaction: such a function stays
 # callable with POST /rest/v1/rpc/<name> during the hold (the config function reads that way).
@@ -153,14 +153,7 @@ def take(hold_file: str, kong_file, operation: str, read_names, retry_after: int
     spec = gateway.hold_spec(record.get("pass") or new_pass(), read_names, retry_after)
     record = {"operation": operation or record.get("operation", ""), "since": record.get("since") or now_iso,
               **spec}
-    path = hold_file
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    snapshot.write_json_atomic(hold_file, record)
     return record, apply_to_kong_file(kong_file, spec) if kong_file else False
 
 
