@@ -1,0 +1,61 @@
+"""rollback.yml holds writes from its start (issue #32): the hold comes before every check, a refusal of
+those checks lifts it, and nothing in the run takes it again later (the hold of the start is the one lifted
+once the restored stack is up). The behaviour itself is tested live: tests/integration/lock and the
+Molecule rollback scenario."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+TASKS = yaml.safe_load((REPO / "roles" / "release" / "tasks" / "rollback.yml").read_text())
+
+
+def flat(tasks):
+    """Every task in order, blocks opened (block, then rescue), with the section it sits in."""
+    for task in tasks:
+        if "block" in task:
+            for section in ("block", "rescue", "always"):
+                for inner, where in flat(task.get(section) or []):
+                    yield inner, where if section == "block" else section
+        else:
+            yield task, "block"
+
+
+def holds(task, value: bool) -> bool:
+    return task.get("ansible.builtin.include_tasks") == "hold.yml" and (task.get("vars") or {}).get(
+        "_release_hold") is value
+
+
+def index(tasks, predicate) -> int:
+    return next(i for i, (task, _) in enumerate(tasks) if predicate(task))
+
+
+def test_the_hold_is_taken_once_before_the_snapshot_and_copy_checks():
+    tasks = list(flat(TASKS))
+    taken = [i for i, (task, where) in enumerate(tasks) if holds(task, True)]
+    assert len(taken) == 1, "rollback.yml takes the write hold once, at its start"
+    snapshot = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_snapshot") or {}).get("state") == "verified")
+    copy = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "copy_check.yml")
+    begin = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_operation") or {}).get("state") == "begin")
+    stop = index(tasks, lambda t: "down" in str((t.get("ansible.builtin.command") or {}).get("argv", "")))
+    assert taken[0] < snapshot < copy < begin < stop
+    # after the recovery of an unfinished operation (which lifts a stale hold), never before it
+    assert index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "recover.yml") < taken[0]
+
+
+def test_a_refusal_of_the_checks_lifts_the_hold_before_it_fails():
+    guarded = next(t for t in TASKS if "block" in t and any(holds(x, True) for x in t["block"]))
+    names = [x.get("ansible.builtin.include_tasks") for x in guarded["block"]]
+    assert "copy_check.yml" in names and "validate_target.yml" in names and "inspect.yml" in names
+    rescue = guarded["rescue"]
+    lifted = next(i for i, x in enumerate(rescue) if holds(x, False))
+    failed = next(i for i, x in enumerate(rescue) if "ansible.builtin.fail" in x)
+    assert lifted < failed, "the rescue lifts the hold, then fails with the refusal"
+
+
+def test_the_record_keeps_when_writes_were_held():
+    begin = next(t for t in TASKS if (t.get("paycraft.selfhost.paycraft_operation") or {}).get("state") == "begin")
+    assert "writes_held_at" in begin["paycraft.selfhost.paycraft_operation"]["details"]
