@@ -1,38 +1,60 @@
-"""The host lock every operation takes (issue #32), on a disposable Docker-in-Docker host, through Ansible.
+"""The host lock every operation takes, and the write hold of rollback.yml (issue #32), on one disposable
+Docker-in-Docker host installed with ``site.yml`` (the reference release v1.0.0), through Ansible.
 
-An operation is held open cheaply: ``hold.yml`` (beside this file) takes the lock exactly as every playbook
-does (roles/common tasks/lock.yml, with its keeper on the controller), says its step, and waits until the
-test lets it go. PayCraft itself is not installed: every refusal below happens before anything would touch
-the stack. With the lock held, as an operator would run them:
+The holders are real operations. A real ``upgrade.yml`` v1.0.0 -> v1.1.0 runs in the background while a
+bounded writer (tests/paycraft_writer.py) inserts a product every 0.1 s through the gateway; once
+/etc/paycraft/operation.json shows it at a step after its snapshot, the test pauses its ansible-playbook
+(SIGSTOP: a live run that is slow, as a long migration is; the module in flight on the host finishes, the
+keeper keeps pulsing) until the lock is older than its lease, then, as an operator would run them:
 
-- ``site.yml`` during an upgrade is refused, naming the holder (user@controller, playbook, pid) and its step,
-  once the lock is older than its lease: the live, renewing holder is not broken;
+- ``site.yml`` is refused, naming the holder (user@controller, playbook, pid) and its step;
 - the scheduled backup's runner (installed by ``backup.yml``) waits its bounded time, then skips with the
   logged line and exit code 75;
-- ``rotate.yml`` during a backup is refused;
-- ``kill -9`` of the holding ansible-playbook: its keeper gives the lock back, and the next run takes it.
+- the lock was not broken: the same holder, still renewing; resumed (SIGCONT), the upgrade passes and
+  every acknowledged write is in the database (the writer's counts are printed).
+
+A real ``backup.yml``, paused at its ``dump`` step the same way, refuses ``rotate.yml``. ``kill -9`` of a
+holding ansible-playbook uses the stand-in ``hold.yml`` (beside this file): it holds the lock on the
+controller, with nothing of its own running on the host, so that what the next run meets is the keeper's
+release alone (a real run killed mid-task leaves its module running on the host).
+
+Last, rollback.yml holds writes from its start: refused by its copy check, it lets writes through again
+(503 only during its checks, more writes acknowledged afterwards); run for real (v1.1.0 -> v1.0.0) with
+the writer, not one write acknowledged after the moment it held writes (``writes_held_at`` of its record,
+before its snapshot check) is missing. The tests share the host and run in this order.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
+import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from paycraft_testlib import missing
 
 REPO = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
+
+from conftest_release import SERVICES, make_release, require_playbook_on_dind, wait_http  # noqa: E402
+
+WRITER = REPO / "tests" / "paycraft_writer.py"
 LOCK = "/etc/paycraft/operation.json.lock"
+RECORD = "/etc/paycraft/operation.json"
+HOLD_RECORD = "/etc/paycraft/write-hold.json"
 LEASE = 20
 PULSE = 3
+ME = f"{os.environ.get('USER') or 'root'}@{socket.gethostname()}"
+# the upgrade's steps after its snapshot: writes are held, the lock renewed by a live run
+UPGRADE_STEPS = ("checkout", "images", "migrate", "recreate", "smoke")
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
@@ -47,21 +69,65 @@ def until(condition, what: str, bound: float = 900.0):
     raise AssertionError(f"never happened: {what}")
 
 
+class Writer:
+    """tests/paycraft_writer.py through the host's gateway: a product every 0.1 s, the keys of the 2xx kept."""
+
+    def __init__(self, live, case: str):
+        self.live, self.case = live, case
+        root = live["root"]
+        self.acked, self.stop_file = root / f"{case}.acked", root / f"{case}.stop"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WRITER), "run", "--api-url", live["api"], "--anon-key-file", str(live["anon_file"]),
+             "--email", "writer-1@paycraft-tests.invalid", "--password", "pw-writer-1-Secret!", "--out",
+             str(self.acked), "--prefix", f"w-{case}", "--stop-file", str(self.stop_file), "--max-seconds", "1500"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        until(lambda: Path(f"{self.acked}.ready").exists() or self.proc.poll() is not None, f"writer {case} ready",
+              bound=300)
+        assert self.proc.poll() is None, self.proc.communicate()[0]
+
+    def lines(self) -> int:
+        return len(self.acked.read_text().splitlines()) if self.acked.exists() else 0
+
+    def stop(self, since: str = "") -> dict:
+        """Stop, then count: acknowledged (at or after ``since``), present, missing, refused."""
+        self.stop_file.touch()
+        out, _ = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, out
+        present = self.live["psql"](f"SELECT sku FROM public.products WHERE sku LIKE 'w-{self.case}-%'")
+        check = subprocess.run([sys.executable, str(WRITER), "check", "--acked", str(self.acked),
+                                *(["--since", since] if since else [])],
+                               input=present, capture_output=True, text=True, timeout=120)
+        counts = json.loads(check.stdout)
+        print(f"[host-lock] writer {self.case}: acknowledged {counts['acknowledged']}, present {counts['present']}, "
+              f"missing {counts['missing']}, refused {counts['refused_total']} {counts['refused']}"
+              + (f"; before {since} (the documented loss of a rollback): acknowledged "
+                 f"{counts['acknowledged_before_since']}, present {counts['present_before_since']}" if since else ""))
+        return counts
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from paycraft_dind import DindHost, _controller_env, prerequisites
+    from paycraft_dind import DindHost, _controller_env
 
-    prerequisites()
-    if shutil.which("ansible-playbook") is None:
-        missing("ansible-playbook")
+    compose_src = require_playbook_on_dind()
     root = tmp_path_factory.mktemp("host-lock")
+    origin = root / "paycraft.git"
+    make_release(origin)
     t0 = time.monotonic()
-    with DindHost(tmp_path_factory.getbasetemp(), name=f"paycraft-pytest-lock-{os.getpid()}") as host:
+    with DindHost(tmp_path_factory.getbasetemp(), name=f"paycraft-pytest-lock-{secrets.token_hex(3)}") as host:
+        host.load(*(f"paycraft-local/{svc}:ref" for svc in SERVICES))
         inventory = root / "inventory.yml"
         inventory.write_text(json.dumps({"paycraft": {"hosts": {host.name: {
             "ansible_connection": "community.docker.docker",
             "ansible_python_interpreter": "/usr/bin/python3",
+            "paycraft_source_repo": f"file://{origin}",
             "paycraft_version": "v1.0.0",
+            "paycraft_images": {svc: f"paycraft-local/{svc}:ref" for svc in SERVICES},
+            "paycraft_stack_pull": "never",
+            "paycraft_docker_install_method": "distribution",
+            "paycraft_docker_compose_plugin_src": str(compose_src),
+            "paycraft_docker_min_version": "20.10",
+            "paycraft_preflight_docker_min_version": "20.10",
             "paycraft_lock_heartbeat_seconds": 1,
             "paycraft_lock_pulse_seconds": PULSE,
             "paycraft_lock_lease_seconds": LEASE,
@@ -72,114 +138,215 @@ def live(tmp_path_factory):
         env = {**_controller_env(), "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", ""),
                "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
 
-        def play(playbook: str, *extra: str, timeout: float = 900) -> tuple[int, str]:
+        def argv(playbook: str, *extra: str) -> list:
             path = playbook if "/" in playbook else str(REPO / "playbooks" / playbook)
-            proc = subprocess.run(["ansible-playbook", "-i", str(inventory), path, *extra], env=env, cwd=REPO,
-                                  capture_output=True, text=True, timeout=timeout)
+            return ["ansible-playbook", "-i", str(inventory), path, *extra]
+
+        def play(playbook: str, *extra: str, timeout: float = 1800) -> tuple[int, str]:
+            proc = subprocess.run(argv(playbook, *extra), env=env, cwd=REPO, capture_output=True, text=True,
+                                  timeout=timeout)
             return proc.returncode, proc.stdout + proc.stderr
+
+        @contextmanager
+        def running(playbook: str, *extra: str):
+            """A playbook in the background (output to a file, never a pipe it could fill); on the way out
+            it is let go on (SIGCONT) and waited for: .returncode, .output."""
+            log = root / f"{Path(playbook).stem}-{time.monotonic_ns()}.log"
+            with open(log, "w", encoding="utf-8") as out:
+                proc = subprocess.Popen(argv(playbook, *extra), env=env, cwd=REPO, stdout=out,
+                                        stderr=subprocess.STDOUT, text=True)
+            try:
+                yield proc
+            finally:
+                with suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                try:
+                    proc.wait(timeout=1800)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                proc.output = log.read_text()
 
         def sh(script: str) -> subprocess.CompletedProcess:
             return subprocess.run(["docker", "exec", host.name, "sh", "-c", script], capture_output=True, text=True,
                                   env=_controller_env(), timeout=600)
 
-        def info() -> dict:
-            out = sh(f"cat {LOCK}.json 2>/dev/null").stdout
-            return json.loads(out) if out.strip() else {}
-
-        def free() -> bool:
-            return sh(f"flock -n {LOCK} true").returncode == 0
-
-        @contextmanager
-        def hold(operation: str, step: str, **extra_vars):
-            """hold.yml: a real ansible-playbook holding the lock, with its keeper, until the block ends."""
-            release = root / f"release-{time.monotonic_ns()}"
-            proc = subprocess.Popen(
-                ["ansible-playbook", "-i", str(inventory), str(HERE / "hold.yml"), "-e",
-                 json.dumps({"paycraft_lock_operation": operation, "paycraft_lock_step": step,
-                             "paycraft_test_release_file": str(release), **extra_vars})],
-                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        def read_json(path: str) -> dict:
+            out = sh(f"cat {path} 2>/dev/null").stdout
             try:
-                until(lambda: proc.poll() is None and info().get("step") == step and f":{proc.pid}:" in
-                      info().get("run_id", "") and not free(), f"hold.yml took the lock ({operation})")
-                yield proc
-            finally:
-                release.touch()
-                try:
-                    out, _ = proc.communicate(timeout=600)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    out, _ = proc.communicate()
-                proc.output = out
+                return json.loads(out) if out.strip() else {}
+            except ValueError:  # read while replaced: the next poll reads it whole
+                return {}
 
+        def psql(sql: str) -> str:
+            out = sh("docker exec paycraft_db psql -U postgres -d postgres -tAX -v ON_ERROR_STOP=1 -c "
+                     + json.dumps(sql))
+            assert out.returncode == 0, out
+            return out.stdout
+
+        rc, out = play("site.yml")
+        assert rc == 0, out[-6000:]
         # the scheduled backup's runner, installed the way operators do (no schedule: the test starts it)
         rc, out = play("backup.yml", "-e", "paycraft_backup_now=false")
         assert rc == 0, out[-6000:]
-        assert free() and info().get("state") == "released", info()
-        print(f"\n[host-lock] host up and runner installed in {time.monotonic() - t0:.0f} s")
-        yield {"play": play, "sh": sh, "info": info, "free": free, "hold": hold, "name": host.name, "root": root}
+        env_text = sh("cat /etc/paycraft/paycraft.env").stdout
+        anon = re.search(r"^PAYCRAFT_ANON_KEY=(.*)$", env_text, re.M).group(1).strip().strip('"')
+        anon_file = root / "anon.key"
+        anon_file.write_text(anon)
+        anon_file.chmod(0o600)
+        api = host.url(54321)
+        wait_http(f"{api}/auth/v1/health", ok=lambda r: r.status == 200, timeout=120, what="auth",
+                  headers={"apikey": anon})
+        print(f"\n[host-lock] host installed (v1.0.0) and runner installed in {time.monotonic() - t0:.0f} s")
+        yield {"play": play, "running": running, "sh": sh, "psql": psql, "name": host.name, "root": root,
+               "api": api, "anon_file": anon_file, "inventory": inventory, "env": env,
+               "info": lambda: read_json(f"{LOCK}.json"), "record": lambda: read_json(RECORD),
+               "free": lambda: sh(f"flock -n {LOCK} true").returncode == 0}
     print(f"[host-lock] module done in {time.monotonic() - t0:.0f} s")
 
 
-def test_site_during_an_upgrade_is_refused_by_a_live_holder_older_than_its_lease_and_the_backup_skips(live):
+@contextmanager
+def paused(proc):
+    """SIGSTOP of a run's ansible-playbook (alive: its keeper keeps pulsing), SIGCONT on the way out."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+def installed(live) -> str:
+    return live["sh"]("git -C /opt/paycraft/src describe --tags").stdout.strip()
+
+
+def test_site_and_the_scheduled_backup_during_a_real_upgrade_with_a_writer(live):
     t0 = time.monotonic()
-    me = f"{os.environ.get('USER') or 'root'}@{socket.gethostname()}"
-    with live["hold"]("upgrade to v1.1.0", "migrate begun") as upgrade:
-        first = live["info"]()
-        # the lock outlives its lease: renewed by the holder, kept alive by the keeper's pulses
-        until(lambda: live["info"]().get("renewed_epoch", 0) - first["since_epoch"] > 1.5 * LEASE,
-              "the lock is older than 1.5 leases")
-        pulse = json.loads(live["sh"](f"cat {LOCK}.pulse").stdout)
-        assert pulse["pulse_epoch"] - first["since_epoch"] > LEASE / 2, pulse  # the keeper pulsed since
+    writer = Writer(live, "upgrade")
+    with live["running"]("upgrade.yml", "-e", "paycraft_version=v1.1.0") as upgrade:
+        def at_a_step():
+            rec = live["record"]()
+            steps = rec.get("steps") or [{}]
+            return (rec.get("operation") == "upgrade" and rec.get("status") == "running"
+                    and f":{upgrade.pid}:" in rec.get("holder", {}).get("run_id", "")
+                    and steps[-1].get("name") in UPGRADE_STEPS) or upgrade.poll() is not None
 
-        rc, out = live["play"]("site.yml")
-        assert rc != 0, out[-4000:]
-        assert "another operation holds the lock of this host" in out, out[-4000:]
-        assert f"upgrade to v1.1.0 (step: migrate begun) run by {me}, hold.yml pid {upgrade.pid}" in out, out[-4000:]
-        # nothing of site.yml ran past the lock: no preflight, no install
-        assert "TASK [paycraft.selfhost.preflight" not in out and "TASK [paycraft.selfhost.docker" not in out
+        until(at_a_step, "operation.json shows the upgrade at a step after its snapshot")
+        with paused(upgrade):
+            first = live["info"]()
+            assert upgrade.poll() is None and not live["free"]() and f":{upgrade.pid}:" in first["run_id"], first
+            # the lock outlives its lease: renewed by the holder, kept alive by the keeper's pulses
+            until(lambda: live["info"]().get("renewed_epoch", 0) - first["since_epoch"] > LEASE,
+                  "the lock is older than its lease")
+            pulse = json.loads(live["sh"](f"cat {LOCK}.pulse").stdout)
+            assert pulse["run_id"] == first["run_id"] and pulse["pulse_epoch"] > first["since_epoch"], pulse
 
-        # the scheduled backup waits its bounded time, then skips, visibly
-        runner = live["sh"]("/usr/local/sbin/paycraft-backup --lock-wait 4")
-        assert runner.returncode == 75, runner
-        assert f"paycraft-backup on {live['name']} SKIPPED (exit 75): waited 4 s for the host lock" in runner.stderr
-        assert "upgrade to v1.1.0 (step: migrate begun)" in runner.stderr, runner.stderr
-        taken = live["sh"]("ls /var/backups/paycraft/backups 2>/dev/null | grep -c T || true").stdout.strip()
-        assert taken in ("", "0"), taken
+            rc, out = live["play"]("site.yml")
+            assert rc != 0, out[-4000:]
+            assert "another operation holds the lock of this host" in out, out[-4000:]
+            holder = re.search(r"upgrade v1\.0\.0 -> v1\.1\.0 \(step: (\w+) begun\) run by " + re.escape(ME)
+                               + rf", upgrade\.yml pid {upgrade.pid}\b", out)
+            assert holder and holder.group(1) in UPGRADE_STEPS, out[-4000:]
+            # nothing of site.yml ran past the lock: no preflight, no install
+            assert "TASK [paycraft.selfhost.preflight" not in out and "TASK [paycraft.selfhost.docker" not in out
 
-        # not broken: the same holder, still renewing
-        after = live["info"]()
-        assert after["holder_pid"] == first["holder_pid"] and after["run_id"] == first["run_id"], after
-        assert after["state"] == "held" and after["renewed_epoch"] > first["renewed_epoch"]
-    assert upgrade.returncode == 0, upgrade.output[-4000:]
+            # the scheduled backup during the upgrade waits its bounded time, then skips, visibly
+            runner = live["sh"]("/usr/local/sbin/paycraft-backup --lock-wait 4")
+            assert runner.returncode == 75, runner
+            assert f"paycraft-backup on {live['name']} SKIPPED (exit 75): waited 4 s for the host lock" in runner.stderr
+            assert f"upgrade v1.0.0 -> v1.1.0 (step: {holder.group(1)} begun)" in runner.stderr, runner.stderr
+            taken = live["sh"]("ls /var/backups/paycraft-backups 2>/dev/null | grep -c T || true").stdout.strip()
+            assert taken in ("", "0"), taken
+
+            # not broken: the same holder, still renewing
+            after = live["info"]()
+            assert after["holder_pid"] == first["holder_pid"] and after["run_id"] == first["run_id"], after
+            assert after["state"] == "held" and after["renewed_epoch"] > first["renewed_epoch"]
+    assert upgrade.returncode == 0, upgrade.output[-6000:]
+    assert installed(live) == "v1.1.0"
     assert live["free"]() and live["info"]()["state"] == "released"
-    print(f"[host-lock] site during an upgrade + backup skip: {time.monotonic() - t0:.0f} s")
+    counts = writer.stop()
+    # every acknowledged write is there; writes were held (503) while the upgrade could still roll back
+    assert counts["missing"] == 0 and counts["acknowledged"] > 0, counts
+    assert counts["refused"].get("503", 0) > 0, counts
+    print(f"[host-lock] site + scheduled backup during a real upgrade, with the writer: {time.monotonic() - t0:.0f} s")
 
 
-def test_rotate_during_a_backup_is_refused(live):
+def test_rotate_during_a_real_backup_is_refused(live):
     t0 = time.monotonic()
-    with live["hold"]("backup", "dump") as backup:
-        rc, out = live["play"]("rotate.yml", "-e", "paycraft_rotate_secret=db_password",
-                               "-e", "paycraft_rotate_confirm=db_password")
-        assert rc != 0, out[-4000:]
-        assert f"backup (step: dump) run by {os.environ.get('USER') or 'root'}@{socket.gethostname()}, hold.yml pid " \
-               f"{backup.pid}" in out, out[-4000:]
-        assert "Nothing was changed" in out
+    with live["running"]("backup.yml") as backup:
+        until(lambda: (live["info"]().get("step") == "dump" and f":{backup.pid}:" in live["info"]().get("run_id", "")
+                       and not live["free"]()) or backup.poll() is not None, "backup.yml at its dump step")
+        with paused(backup):
+            assert backup.poll() is None and not live["free"](), live["info"]()
+            rc, out = live["play"]("rotate.yml", "-e", "paycraft_rotate_secret=db_password",
+                                   "-e", "paycraft_rotate_confirm=db_password")
+            assert rc != 0, out[-4000:]
+            assert f"backup (step: dump) run by {ME}, backup.yml pid {backup.pid}" in out, out[-4000:]
+            assert "Nothing was changed" in out
     assert backup.returncode == 0, backup.output[-4000:]
-    print(f"[host-lock] rotate during a backup: {time.monotonic() - t0:.0f} s")
+    assert live["free"]() and live["info"]()["state"] == "released"
+    print(f"[host-lock] rotate during a real backup: {time.monotonic() - t0:.0f} s")
 
 
 def test_a_killed_run_gives_the_lock_back_through_its_keeper(live):
     t0 = time.monotonic()
     # a lease long enough that a loaded controller's slow pulses cannot let it run out: what gives the
     # lock back here must be the keeper seeing its ansible-playbook gone, not the lease
-    with live["hold"]("rollback", "restore begun", paycraft_lock_lease_seconds=600) as rollback:
+    release = live["root"] / f"release-{time.monotonic_ns()}"
+    with live["running"](str(HERE / "hold.yml"), "-e", json.dumps({
+            "paycraft_lock_operation": "rollback", "paycraft_lock_step": "restore begun",
+            "paycraft_test_release_file": str(release), "paycraft_lock_lease_seconds": 600})) as rollback:
+        until(lambda: live["info"]().get("step") == "restore begun" and f":{rollback.pid}:" in
+              live["info"]().get("run_id", "") and not live["free"](), "hold.yml took the lock")
         rollback.send_signal(signal.SIGKILL)
         rollback.wait()
         # the keeper sees its ansible-playbook gone and releases the lock (no lease to wait out)
         until(lambda: live["free"](), "the keeper released the lock of the killed run")
         assert live["info"]()["state"] == "released"
-    # the next operation takes it: the runner runs (and fails only because PayCraft is not installed here)
+    # the next operation takes it: the scheduled runner takes a backup
     runner = live["sh"]("/usr/local/sbin/paycraft-backup --lock-wait 0")
-    assert runner.returncode == 1 and "FAILED" in runner.stderr, runner
+    assert runner.returncode == 0, runner
     assert live["free"]() and live["info"]()["state"] == "released"
     print(f"[host-lock] a killed run: {time.monotonic() - t0:.0f} s")
+
+
+def test_a_refused_rollback_held_writes_only_during_its_checks(live):
+    t0 = time.monotonic()
+    if installed(live) != "v1.1.0":
+        rc, out = live["play"]("upgrade.yml", "-e", "paycraft_version=v1.1.0")
+        assert rc == 0, out[-4000:]
+    ids = live["sh"]("docker ps -q --no-trunc | sort").stdout
+    writer = Writer(live, "refused")
+    # a full disk, as the copy check (the last check before anything stops) sees it
+    rc, out = live["play"]("rollback.yml", "-e", "paycraft_rollback_version=v1.0.0",
+                           "-e", "paycraft_release_copy_reserve_mb=1000000000")
+    ended = writer.lines()
+    until(lambda: writer.lines() >= ended + 5, "writes acknowledged again after the refused rollback", bound=120)
+    counts = writer.stop()
+    assert rc != 0 and "does not fit. Nothing was" in out, out[-4000:]
+    assert out.find("Hold writes back from the start of the run") < out.find("Check that a copy of the database fits")
+    assert "Writes were held back during the checks and flow again" in out, out[-4000:]
+    assert "Lock the host and start the record" not in out
+    assert live["sh"](f"test -e {HOLD_RECORD}").returncode != 0, "the hold outlived the refused rollback"
+    assert live["sh"]("docker ps -q --no-trunc | sort").stdout == ids and installed(live) == "v1.1.0"
+    # held from the start (503 only), then writes flowed again; nothing acknowledged is missing
+    assert counts["refused"].get("503", 0) > 0 and counts["refused_total"] == counts["refused"]["503"], counts
+    assert counts["missing"] == 0 and counts["acknowledged"] > 0, counts
+    print(f"[host-lock] a refused rollback: {time.monotonic() - t0:.0f} s")
+
+
+def test_rollback_loses_no_write_acknowledged_after_its_start(live):
+    t0 = time.monotonic()
+    writer = Writer(live, "rollback")
+    rc, out = live["play"]("rollback.yml", "-e", "paycraft_rollback_version=v1.0.0")
+    record = live["record"]()
+    counts = writer.stop(since=record.get("writes_held_at", ""))
+    assert rc == 0, out[-6000:]
+    assert installed(live) == "v1.0.0"
+    # writes were held before the snapshot's check, before the record began, and nothing since is missing
+    assert record["operation"] == "rollback" and record["status"] == "done", record
+    assert record.get("writes_held_at") and record["writes_held_at"] <= record["started_at"], record
+    assert 0 <= out.find("Hold writes back from the start of the run") < out.find("Find the snapshot and verify")
+    assert counts["missing"] == 0 and counts["acknowledged"] > 0 and counts["present"] == counts["acknowledged"], counts
+    assert counts["refused"].get("503", 0) > 0, counts
+    print(f"[host-lock] rollback.yml with the writer: {time.monotonic() - t0:.0f} s")
