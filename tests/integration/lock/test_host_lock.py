@@ -85,6 +85,14 @@ class Writer:
               bound=300)
         assert self.proc.poll() is None, self.proc.communicate()[0]
 
+    def acked_before(self, at: str) -> int:
+        """The writes acknowledged after the writer was ready (the run under test was started then) and
+        before ``at`` (a record's whole-second UTC time, the next second included)."""
+        ready = Path(f"{self.acked}.ready").read_text().strip()
+        times = [line.split("\t")[1] for line in self.acked.read_text().splitlines() if "\t" in line]
+        end = at.replace("Z", ".999999Z")
+        return sum(1 for t in times if ready <= t <= end)
+
     def lines(self) -> int:
         return len(self.acked.read_text().splitlines()) if self.acked.exists() else 0
 
@@ -343,6 +351,8 @@ def test_rollback_loses_no_write_acknowledged_after_its_start(live):
     rc, out = live["play"]("rollback.yml", "-e", "paycraft_rollback_version=v1.0.0")
     record = live["record"]()
     counts = writer.stop(since=record.get("writes_held_at", ""))
+    print(f"[host-lock] rollback.yml: {writer.acked_before(record.get('writes_held_at', ''))} writes acknowledged "
+          "between its start and its hold (the host lock, the recovery check, the hold itself)")
     assert rc == 0, out[-6000:]
     assert installed(live) == "v1.0.0"
     # writes were held before the snapshot's check, before the record began, and nothing since is missing
