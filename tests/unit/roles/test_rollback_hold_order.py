@@ -42,12 +42,15 @@ def test_the_hold_is_taken_once_before_the_snapshot_and_copy_checks():
     begin = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_operation") or {}).get("state") == "begin")
     stop = index(tasks, lambda t: "down" in str((t.get("ansible.builtin.command") or {}).get("argv", "")))
     assert taken[0] < snapshot < copy < begin < stop
-    # after the recovery of an unfinished operation (which lifts a stale hold), never before it
-    assert index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "recover.yml") < taken[0]
+    # before the recovery of an unfinished operation, which keeps this run's hold
+    recover = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "recover.yml")
+    assert taken[0] < recover
+    assert (tasks[recover][0].get("vars") or {}).get("_release_keep_hold") is True
 
 
 def test_a_refusal_of_the_checks_lifts_the_hold_before_it_fails():
-    guarded = next(t for t in TASKS if "block" in t and any(holds(x, True) for x in t["block"]))
+    guarded = next(t for t in TASKS if "block" in t
+                   and any(x.get("ansible.builtin.include_tasks") == "copy_check.yml" for x in t["block"]))
     names = [x.get("ansible.builtin.include_tasks") for x in guarded["block"]]
     assert "copy_check.yml" in names and "validate_target.yml" in names and "inspect.yml" in names
     rescue = guarded["rescue"]
@@ -59,3 +62,9 @@ def test_a_refusal_of_the_checks_lifts_the_hold_before_it_fails():
 def test_the_record_keeps_when_writes_were_held():
     begin = next(t for t in TASKS if (t.get("paycraft.selfhost.paycraft_operation") or {}).get("state") == "begin")
     assert "writes_held_at" in begin["paycraft.selfhost.paycraft_operation"]["details"]
+
+
+def test_the_recovery_keeps_the_hold_of_the_rollback_that_called_it():
+    recover = yaml.safe_load((REPO / "roles" / "release" / "tasks" / "recover.yml").read_text())
+    stale = next(t for t in recover if holds(t, False) and "not _release_op.unfinished" in t.get("when", []))
+    assert "not _release_keep_hold | default(false) | bool" in stale["when"]
