@@ -63,12 +63,15 @@ def _controller_env() -> dict:
 class DindHost:
     """One Docker-in-Docker host; ``start()``/``remove()`` or use as a context manager."""
 
-    def __init__(self, shared_dir: Path, name: str | None = None, image: str = HOST_IMAGE) -> None:
+    def __init__(self, shared_dir: Path, name: str | None = None, image: str = HOST_IMAGE,
+                 run_args: tuple[str, ...] = ()) -> None:
         self.name = name or f"{PREFIX}-{secrets.token_hex(4)}"
         self.volume = f"{self.name}-docker"
         self.network = self.name
         self.shared_dir = Path(shared_dir).resolve()
         self.image = image
+        # more `docker run` arguments for the host container (a --mount of a small filesystem, ...)
+        self.run_args = tuple(run_args)
         self.ports: dict[int, int] = {}
         self.loaded: set[str] = set()
         self.started_in: float | None = None
@@ -83,7 +86,7 @@ class DindHost:
         _docker("network", "create", "--label", f"{LABEL}=1", self.network, env=_controller_env())
         _docker(
             "run", "-d", "--name", self.name, "--hostname", self.name, "--label", f"{LABEL}=1",
-            "--network", self.network, *DIND_FLAGS, "-v", f"{self.volume}:/var/lib/docker",
+            "--network", self.network, *DIND_FLAGS, *self.run_args, "-v", f"{self.volume}:/var/lib/docker",
             "-v", f"{self.shared_dir}:{self.shared_dir}", *publish,
             self.image, "dockerd", "-H", "unix:///var/run/docker.sock", "-H", f"tcp://0.0.0.0:{API_PORT}",
             "--tls=false",

@@ -321,7 +321,12 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str = 
         snap_dir = os.path.join(backup_dir, name)
     if os.path.exists(snap_dir):
         raise BackupError(f"{snap_dir} already exists; wait a second and re-run")
-    os.mkdir(snap_dir, 0o700)
+    try:
+        os.mkdir(snap_dir, 0o700)
+    except OSError as exc:
+        if snapshot.disk_full(exc):
+            raise snapshot.disk_full_error(backup_dir, "the backup", 0, exc, free_of, cls=BackupError) from exc
+        raise
     held = snapshot.lock_dir(snap_dir)  # a partial directory with no holder is a killed run's
     suffix = AGE_SUFFIX if recipients else ""
     dump_file, globals_file = DUMP + suffix, GLOBALS + suffix
@@ -391,8 +396,11 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str = 
             "timings": timings,
         }
         snapshot.write_json_atomic(os.path.join(snap_dir, MANIFEST), manifest)
-    except BaseException:
+    except BaseException as exc:
+        written = snapshot.bytes_in(snap_dir)
         shutil.rmtree(snap_dir, ignore_errors=True)
+        if isinstance(exc, Exception) and snapshot.disk_full(exc):
+            raise snapshot.disk_full_error(backup_dir, "the backup", written, exc, free_of, cls=BackupError) from exc
         raise
     finally:
         os.close(held)

@@ -287,6 +287,50 @@ def require_space(path: str, db_size: int, factor: float = 1.0, reserve: int = 0
     return {"db_size": db_size, "needed": needed, "free": free}
 
 
+def disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` is a write that met a full disk: ENOSPC or EDQUOT raised here, or reported by a
+    command that wrote the file (``docker exec`` says ``write /dev/stdout: no space left on device``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc).lower()
+        if "no space left on device" in text or "disk quota exceeded" in text:
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def bytes_in(path: str) -> int:
+    """Bytes of the files under ``path`` (0 when it is gone)."""
+    total = 0
+    for top, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def disk_full_error(path: str, what: str, written: int, exc: BaseException, free_of=free_bytes,
+                    cls=SnapshotError) -> SnapshotError:
+    """The error for a dump that met a full disk in ``path`` after ``written`` bytes (its files are already
+    removed): what happened, the free space now, what to do next."""
+    try:
+        free = f"{free_of(path)} bytes are free there now"
+    except OSError as err:
+        free = f"the free space there cannot be read ({err})"
+    return cls(
+        f"{what} did not fit in {path}: the disk filled after {written} bytes of it were written "
+        f"({str(exc).strip()[-300:]}). Its partial files were removed; {free}, less than it needs. The free-space "
+        f"check before it expected it to fit (pg_database_size x size factor + reserve): raise the reserve if "
+        f"something else fills this disk. Free space there (df -B1 {path}; ls -l {path}) or point the directory at "
+        "a larger disk, then run the same command again."
+    )
+
+
 def lock_dir(path: str) -> int:
     """Hold an exclusive flock on the directory ``path`` while it is written; returns the fd to close.
     The kernel drops it when the writer dies, so a partial directory with no holder is a dead one."""
@@ -445,7 +489,13 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str, k
     snap_dir = os.path.join(backup_dir, name)
     if os.path.exists(snap_dir):
         raise SnapshotError(f"{snap_dir} already exists; wait a second and re-run")
-    os.mkdir(snap_dir, 0o700)
+    what = f"the {kind} snapshot"
+    try:
+        os.mkdir(snap_dir, 0o700)
+    except OSError as exc:
+        if disk_full(exc):
+            raise disk_full_error(backup_dir, what, 0, exc, free_of) from exc
+        raise
     held = lock_dir(snap_dir)
     try:
         dump_path = os.path.join(snap_dir, DUMP)
@@ -456,8 +506,11 @@ def take(backup_dir: str, db: Database, version: str, collection_version: str, k
         manifest = make_manifest(version, dump_path, globals_path, head, collection_version,
                                  db.database, entries, now, kind=kind)
         write_json_atomic(os.path.join(snap_dir, MANIFEST), manifest)
-    except BaseException:
+    except BaseException as exc:
+        written = bytes_in(snap_dir)
         shutil.rmtree(snap_dir, ignore_errors=True)
+        if isinstance(exc, Exception) and disk_full(exc):
+            raise disk_full_error(backup_dir, what, written, exc, free_of) from exc
         raise
     finally:
         os.close(held)

@@ -165,7 +165,7 @@ from ansible_collections.paycraft.selfhost.plugins.module_utils import snapshot 
 
 
 def _mib(n):
-    return f"{n / 1048576:.0f} MiB"
+    return f"{n / 1048576:.1f} MiB"
 
 
 def _short(snaps):
@@ -210,9 +210,10 @@ def main():
                 module.fail_json(
                     msg=(f"{host}: not enough disk for the snapshot: the database is {_mib(size)} "
                          f"(pg_database_size), the snapshot needs {_mib(needed)} free in {backup_dir} "
-                         f"and {_mib(free)} is free. Nothing was changed. Free space there (df -h {backup_dir}; "
-                         f"old snapshots: ls -l {backup_dir}) or set paycraft_snapshot_dir to a larger disk, "
-                         "then re-run."),
+                         f"and {_mib(free)} is free ({needed} and {free} bytes; the estimate is the database "
+                         f"size x {p['size_factor']} plus {p['reserve_mb']} MiB kept free). Nothing was changed. "
+                         f"Free space there (df -h {backup_dir}; old snapshots: ls -l {backup_dir}) or set "
+                         "paycraft_snapshot_dir to a larger disk, then run the same command again."),
                     db_size=size, needed=needed, free=free)
             module.exit_json(changed=False, db_size=size, needed=needed, free=free,
                              snapshots=_short(lib.list_snapshots(backup_dir)))

@@ -540,3 +540,23 @@ def test_the_backup_the_operation_record_names_is_never_removed_by_retention(tmp
                    protect=(s.recorded_snapshot(str(record)),))
     assert sorted(r["name"] for r in result["removed"]) == sorted(old[1:])
     assert os.path.isdir(os.path.join(backups, old[0]))
+
+
+def test_a_backup_whose_dump_fills_the_disk_removes_it_and_says_what_to_do(tmp_path, db, monkeypatch):
+    """The real dump is written, then the disk is full (the write of the globals fails with ENOSPC)."""
+    backups = str(tmp_path / "backups")
+    real = b._stream_to_file
+
+    def filling(db_, argv, path, what, recipients, age="age"):
+        if "pg_dumpall" in argv:
+            raise b.BackupError(f"writing {path} failed: [Errno 28] No space left on device") \
+                from OSError(28, "No space left on device")
+        return real(db_, argv, path, what, recipients, age)
+
+    monkeypatch.setattr(b, "_stream_to_file", filling)
+    with pytest.raises(b.BackupError) as err:
+        b.run(backups, db, "v1.0.0", keep_count=7, keep_days=7, now=T0, free_of=lambda p: 77)
+    msg = str(err.value)
+    assert msg.startswith(f"the backup did not fit in {backups}: the disk filled after ")
+    assert "77 bytes are free there now" in msg and "run the same command again" in msg
+    assert os.listdir(backups) == []

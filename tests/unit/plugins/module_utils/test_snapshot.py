@@ -232,3 +232,78 @@ def test_take_refuses_before_writing_when_the_disk_is_too_small(tmp_path, db):
     assert "4096 bytes are free" in msg and f"{size + 1000} bytes are needed" in msg
     assert backups in msg and s.socket.gethostname() in msg
     assert os.listdir(backups) == []
+
+
+# -- a disk that fills while the snapshot is written (the free-space estimate was wrong) --------------
+DOCKER_ENOSPC = "pg_dump -Fc in container paycraft_db failed (exit 1): write /dev/stdout: no space left on device"
+
+
+def test_a_full_disk_is_told_apart_from_other_failures():
+    assert s.disk_full(OSError(s.errno.ENOSPC, "No space left on device"))
+    assert s.disk_full(OSError(s.errno.EDQUOT, "Disk quota exceeded"))
+    assert s.disk_full(s.SnapshotError(DOCKER_ENOSPC))
+    wrapped = s.SnapshotError("writing x failed")
+    wrapped.__cause__ = OSError(s.errno.ENOSPC, "No space left on device")
+    assert s.disk_full(wrapped)
+    assert not s.disk_full(s.SnapshotError("pg_dump -Fc in container paycraft_db failed (exit 1): permission denied"))
+    assert not s.disk_full(OSError(s.errno.EACCES, "Permission denied"))
+
+
+class _FillingDb:
+    """A database whose dump writes ``written`` bytes, then fails the way ``fail`` says."""
+
+    database = "postgres"
+
+    def __init__(self, written: int, fail: BaseException | None) -> None:
+        self.written, self.fail = written, fail
+
+    def size(self) -> int:
+        return 1000
+
+    def ledger_head(self):
+        return "040"
+
+    def dump(self, dump_path, globals_path):
+        with open(dump_path, "wb") as fh:
+            fh.write(b"P" * self.written)
+        if self.fail is not None:
+            raise self.fail
+        with open(globals_path, "wb") as fh:
+            fh.write(b"CREATE ROLE x;\n")
+
+    def list_dump(self, dump_path):
+        return 3
+
+
+@pytest.mark.parametrize("fail", [s.SnapshotError(DOCKER_ENOSPC), OSError(s.errno.ENOSPC, "No space left on device")])
+def test_a_dump_that_fills_the_disk_removes_its_partial_snapshot_and_says_what_to_do(tmp_path, fail):
+    backups = str(tmp_path / "snaps")
+    with pytest.raises(s.SnapshotError) as err:
+        s.take(backups, _FillingDb(4096, fail), "v1.0.0", "0.1.0", keep=5, free_of=lambda p: 123)
+    msg = str(err.value)
+    assert msg.startswith(f"the upgrade snapshot did not fit in {backups}: the disk filled after 4096 bytes")
+    assert "no space left on device" in msg.lower() and "123 bytes are free there now" in msg
+    assert f"df -B1 {backups}" in msg and "run the same command again" in msg
+    assert os.listdir(backups) == []  # no half snapshot left behind
+
+
+def test_a_manifest_that_meets_a_full_disk_leaves_nothing_either(tmp_path, monkeypatch):
+    backups = str(tmp_path / "snaps")
+
+    def full(path, data, mode=0o600):
+        raise OSError(s.errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(s, "write_json_atomic", full)
+    with pytest.raises(s.SnapshotError) as err:
+        s.take(backups, _FillingDb(10, None), "v1.0.0", "0.1.0", keep=5, kind="rotation", free_of=lambda p: 0)
+    assert str(err.value).startswith(f"the rotation snapshot did not fit in {backups}: the disk filled after 25 bytes")
+    assert os.listdir(backups) == []
+
+
+def test_another_failure_of_the_dump_is_not_called_a_full_disk(tmp_path):
+    backups = str(tmp_path / "snaps")
+    other = s.SnapshotError("pg_dump -Fc in container paycraft_db failed (exit 1): connection refused")
+    with pytest.raises(s.SnapshotError) as err:
+        s.take(backups, _FillingDb(10, other), "v1.0.0", "0.1.0", keep=5)
+    assert err.value is other
+    assert os.listdir(backups) == []
