@@ -104,7 +104,8 @@ check_pytest() {  # $1: pytest's exit code, $2: its junit report; the verdict as
 # A whole run (no pytest arguments) gives the longest self-contained test modules a second pytest
 # process beside the first: its own session fixtures and disposable hosts, its output printed after
 # the first's. PAYCRAFT_TEST_SERIAL=1 keeps one process.
-side_paths=(tests/integration/backup)
+# (backup ~31 min, lock ~12 min, disk ~6 min on a loaded machine; the first process ~55 min without them)
+side_paths=(tests/integration/backup tests/integration/lock tests/integration/disk)
 side_pid=""
 main_args=("$@")
 if [ $# -eq 0 ] && [ "${PAYCRAFT_TEST_SERIAL:-0}" != 1 ]; then
