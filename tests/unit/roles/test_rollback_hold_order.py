@@ -40,7 +40,7 @@ def test_the_hold_is_taken_once_before_the_snapshot_and_copy_checks():
     snapshot = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_snapshot") or {}).get("state") == "verified")
     copy = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "copy_check.yml")
     begin = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_operation") or {}).get("state") == "begin")
-    stop = index(tasks, lambda t: "down" in str((t.get("ansible.builtin.command") or {}).get("argv", "")))
+    stop = index(tasks, lambda t: (t.get("vars") or {}).get("_release_step") == "stop")
     assert taken[0] < snapshot < copy < begin < stop
     # before the recovery of an unfinished operation, which keeps this run's hold
     recover = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "recover.yml")
