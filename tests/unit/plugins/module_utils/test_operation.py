@@ -87,7 +87,8 @@ def test_a_rollback_is_restored_once_its_up_step_began():
 
 def test_the_restore_done_that_beginning_keep_writes_is_not_a_finished_restore():
     st = op.new_state("upgrade", "v1.0.0", "v1.1.0", HOLDER)
-    _steps(st, ("snapshot", "done"), ("migrate", "begun"), ("migrate", "failed"), ("restore", "begun"), ("keep", "begun"))
+    _steps(st, ("snapshot", "done"), ("migrate", "begun"), ("migrate", "failed"), ("restore", "begun"),
+           ("keep", "begun"))
     assert ("restore", "done") in [(e["name"], e["status"]) for e in st["steps"]]
     assert not op.restored(st)
     op.mark_step(st, "keep", "done")
@@ -101,4 +102,5 @@ def test_the_restore_done_that_beginning_keep_writes_is_not_a_finished_restore()
 
 def test_nothing_is_restored_before_a_copy_was_kept():
     assert not op.restored(op.new_state("upgrade", "v1.0.0", "v1.1.0", HOLDER))
-    assert not op.restored(_steps(op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER), ("restore", "begun"), ("restore", "done")))
+    rollback = op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER)
+    assert not op.restored(_steps(rollback, ("restore", "begun"), ("restore", "done")))
