@@ -21,7 +21,7 @@ else
   # machine: rollback ~20, fleet ~15, default ~12, rotate ~10, upstream-shape ~6, tls ~5: 307 s
   # for `molecule test -s tls` beside fleet and rotate, with its upgrade and rollback); others after
   scenarios=()
-  for s in rollback fleet rotate default upstream-shape tls; do
+  for s in rollback kill fleet rotate default upstream-shape tls; do
     [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s")
   done
   for s in "${found[@]}"; do

@@ -134,6 +134,20 @@ def step_done(state: dict, step: str) -> bool:
     return any(e.get("name") == step and e.get("status") == "done" for e in state.get("steps") or [])
 
 
+def restored(state: dict) -> bool:
+    """Whether the record's restore finished (the restored database is the one that stays, and writes
+    may have been let through onto it): a ``restore`` done after the last ``keep`` done. rollback.yml's
+    restore is done when its ``up`` begins; tasks/restore.yml records ``restore done`` once the stack is
+    up again, before it lets writes through. The ``restore done`` that beginning ``keep`` writes comes
+    before the copy, so it does not count. A run that finds this must not restore the snapshot again:
+    that would drop every write acknowledged since."""
+    steps = state.get("steps") or []
+    kept = [i for i, e in enumerate(steps) if e.get("name") == "keep" and e.get("status") == "done"]
+    if not kept:
+        return False
+    return any(e.get("name") == "restore" and e.get("status") == "done" for e in steps[kept[-1] + 1:])
+
+
 def finish(state: dict, status: str, message: str = "") -> dict:
     if status not in FINISHED:
         raise OperationError(f"unknown final status {status}")

@@ -144,6 +144,12 @@ unfinished:
   description: True when the record says an operation is still running (a run died).
   returned: always
   type: bool
+restored:
+  description:
+    - True when the record's restore of its snapshot finished (a C(restore) step done after the last C(keep) done):
+      a run completing the operation must not restore it again, writes may have been acknowledged since.
+  returned: always
+  type: bool
 description:
   description: One line about the record, for messages.
   returned: always
@@ -210,6 +216,7 @@ def main():
 
     def done(changed, rec):
         module.exit_json(changed=changed, operation=rec or {}, unfinished=lib.is_unfinished(rec),
+                         restored=bool(rec) and lib.restored(rec),
                          description=lib.describe(rec) if rec else "", **out)
 
     if p["state"] == "check":

@@ -66,3 +66,41 @@ def test_beginning_a_step_ends_the_one_before_and_a_finished_run_ends_the_last()
     assert not op.step_done(st, "migrate")
     op.finish(st, "done")
     assert op.step_done(st, "restore")
+
+
+def _steps(state, *names_statuses):
+    for name, status in names_statuses:
+        op.mark_step(state, name, status)
+    return state
+
+
+def test_a_rollback_is_restored_once_its_up_step_began():
+    st = op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER)
+    _steps(st, ("snapshot", "done"), ("stop", "begun"), ("move_aside", "begun"), ("keep", "begun"), ("keep", "done"),
+           ("checkout", "begun"), ("restore", "begun"))
+    assert not op.restored(st)  # killed during pg_restore: the next run restores again
+    op.mark_step(st, "up", "begun")  # ends the restore
+    assert op.restored(st)
+    op.mark_step(st, "smoke", "begun")
+    assert op.restored(st)
+
+
+def test_the_restore_done_that_beginning_keep_writes_is_not_a_finished_restore():
+    st = op.new_state("upgrade", "v1.0.0", "v1.1.0", HOLDER)
+    _steps(st, ("snapshot", "done"), ("migrate", "begun"), ("migrate", "failed"), ("restore", "begun"),
+           ("keep", "begun"))
+    assert ("restore", "done") in [(e["name"], e["status"]) for e in st["steps"]]
+    assert not op.restored(st)
+    op.mark_step(st, "keep", "done")
+    assert not op.restored(st)  # killed while restoring: restore again
+    op.mark_step(st, "restore", "done")  # tasks/restore.yml, the stack up again
+    assert op.restored(st)
+    # a later run that copies the database again and restores: not restored until its own restore is done
+    _steps(st, ("restore", "begun"), ("keep", "begun"), ("keep", "done"))
+    assert not op.restored(st)
+
+
+def test_nothing_is_restored_before_a_copy_was_kept():
+    assert not op.restored(op.new_state("upgrade", "v1.0.0", "v1.1.0", HOLDER))
+    rollback = op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER)
+    assert not op.restored(_steps(rollback, ("restore", "begun"), ("restore", "done")))
