@@ -5,8 +5,8 @@
 # operation record every 0.1 s until STEP has begun in a running operation; the moment the
 # watcher returns, SIGKILLs the whole group and prints the record.
 # KILL_AT_RECORD=PATH watches another record of the host instead (the rotation's rotate.json, the write
-# hold's write-hold.json): STEP is then the value of its "status" ("started", "applied"), or "present"
-# for any record at all. Such a record may hold secrets: only its status, kind and operation are printed.
+# hold's write-hold.json): STEP is then the value of its "status" ("started", "applied"; several
+# separated by commas: the first one seen), or "present" for any record at all. Such a record may hold secrets: only its status, kind and operation are printed.
 # The watcher runs inside the host (one `docker exec` for the whole wait): polling from here took a
 # `docker exec` and a python3 per look, about 0.15 CPU-s each, a quarter of this machine's two cores
 # for as long as the upgrade took to reach STEP.
@@ -35,7 +35,7 @@ while time.monotonic() < deadline:
         r = {}
     if operation and r.get("status") == "running" and any(s.get("name") == step for s in r.get("steps", [])):
         sys.exit(0)
-    if not operation and r and (step == "present" or r.get("status") == step):
+    if not operation and r and (step == "present" or r.get("status") in step.split(",")):
         sys.exit(0)
     time.sleep(0.1)
 sys.exit(3)
