@@ -18,10 +18,10 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -rn1 basename | sort)
   # the longest first, so that the last one to end starts early (minutes on a quiet 2-core
-  # machine: rollback ~20, fleet ~15, default ~12, rotate ~10, upstream-shape ~6, tls ~5: 307 s
+  # machine: rollback ~20, fleet ~15, default ~12, rotate ~10, rotate-kill ~30 (eight kill trials), upstream-shape ~6, tls ~5: 307 s
   # for `molecule test -s tls` beside fleet and rotate, with its upgrade and rollback); others after
   scenarios=()
-  for s in rollback kill fleet rotate default upstream-shape tls; do
+  for s in rollback kill rotate-kill fleet rotate default upstream-shape tls; do
     [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s")
   done
   for s in "${found[@]}"; do

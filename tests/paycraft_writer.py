@@ -3,6 +3,7 @@
 
     paycraft_writer.py run --api-url URL --anon-key-file FILE --email E --password P --out FILE
                            [--prefix P] [--interval 0.1] [--max-seconds 900] [--stop-file FILE]
+                           [--anon-key-command ARGV_JSON]
     paycraft_writer.py check --acked FILE [--since ISO] < present keys, one per line
 
 ``run`` signs the user up (or in, when it exists), finds its tenant (``POST /rest/v1/rpc/provision_app``
@@ -11,7 +12,11 @@ inserts one product every ``--interval`` seconds the way supabase-js does (``POS
 with the anon key and the user's token, ``Prefer: return=minimal``). The key (the product's sku) of every
 insert that got a 2xx is appended to ``--out`` at once (``key<TAB>UTC time``, flushed and fsynced): an
 acknowledged write. Everything else is refused (by status: 503 from a write hold, 401 when the token
-went stale, ... and ``no-answer``). It stops when ``--stop-file`` exists or after ``--max-seconds`` and
+went stale, ... and ``no-answer``). A JWT secret rotation changes the anon key itself: every request with
+the old one then gets 401 from the gateway, so with ``--anon-key-command`` (a JSON argv that prints the
+current key, such as reading ``PAYCRAFT_ANON_KEY`` from the host's env file) a 401 asks for the key, at
+most once a second, and the writer switches to a new one and signs in again, as an SDK given the new key
+would (``key_switches`` in the summary). It stops when ``--stop-file`` exists or after ``--max-seconds`` and
 prints (and writes to ``<out>.summary.json``) ``{"acknowledged", "refused": {status: n}, ...}``.
 
 ``check`` reads the keys present in the database on stdin and prints ``{"acknowledged", "present",
@@ -25,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -89,10 +95,34 @@ class Client:
         return None
 
 
+class KeySource:
+    """The current anon key from ``--anon-key-command`` (asked at most once per ``every`` seconds)."""
+
+    def __init__(self, argv_json: str, every: float = 1.0, clock=time.monotonic):
+        self.argv = json.loads(argv_json) if argv_json else None
+        self.every = every
+        self.clock = clock
+        self.asked_at = None
+
+    def current(self):
+        """The key the command prints now, else None (no command, asked too recently, or it failed)."""
+        if not self.argv or (self.asked_at is not None and self.clock() - self.asked_at < self.every):
+            return None
+        self.asked_at = self.clock()
+        try:
+            out = subprocess.run(self.argv, capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        key = out.stdout.strip()
+        return key if out.returncode == 0 and key else None
+
+
 def run(args) -> int:
     with open(args.anon_key_file, encoding="utf-8") as fh:
         anon = fh.read().strip()
     client = Client(args.api_url, anon)
+    keys = KeySource(args.anon_key_command)
+    switches = 0
     deadline = time.monotonic() + args.max_seconds
     tenant = None
     while time.monotonic() < deadline and not tenant:
@@ -125,10 +155,15 @@ def run(args) -> int:
                 refused[str(status)] = refused.get(str(status), 0) + 1
                 first_refused = first_refused or utc_now()
                 last_refused = utc_now()
-                if status == 401:  # the token went stale (a JWT secret rotated): sign in again
+                if status == 401:  # the token went stale, or the anon key (a JWT secret rotated)
+                    key = keys.current()
+                    if key and key != client.anon_key:
+                        client.anon_key, client.token = key, ""
+                        switches += 1
                     client.sign_in(args.email, args.password)
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
     summary = {ACK: acked, "refused": refused, "refused_total": sum(refused.values()), "attempts": n,
+               "key_switches": switches,
                "first_refused_at": first_refused, "last_refused_at": last_refused}
     with open(args.out + ".summary.json", "w", encoding="utf-8") as fh:
         json.dump(summary, fh)
@@ -155,12 +190,14 @@ def check(args) -> int:
     counted = [(k, at) for k, at in acked if not since or at >= since]
     missing = [k for k, _ in counted if k not in present]
     summary_path = args.acked + ".summary.json"
-    refused = {}
+    refused, switches = {}, 0
     if os.path.exists(summary_path):
         with open(summary_path, encoding="utf-8") as fh:
-            refused = json.load(fh).get("refused", {})
+            summary = json.load(fh)
+        refused, switches = summary.get("refused", {}), summary.get("key_switches", 0)
     result = {ACK: len(counted), "present": len(counted) - len(missing), "missing": len(missing),
               "missing_keys": missing[:20], "refused": refused, "refused_total": sum(refused.values()),
+              "key_switches": switches,
               "acknowledged_before_since": len(acked) - len(counted),
               "present_before_since": sum(1 for k, at in acked if since and at < since and k in present)}
     print(json.dumps(result))
@@ -180,6 +217,8 @@ def main(argv=None) -> int:
     r.add_argument("--interval", type=float, default=0.1)
     r.add_argument("--max-seconds", type=float, default=900)
     r.add_argument("--stop-file", default="")
+    r.add_argument("--anon-key-command", default="",
+                   help="JSON argv printing the current anon key, run on a 401 (at most once a second)")
     c = sub.add_parser("check")
     c.add_argument("--acked", required=True)
     c.add_argument("--since", default="")

@@ -50,9 +50,11 @@ def host_pythons(host: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("python3")]
 
 
-def kill_at(host: str, step: str, max_s: int, tmp_path: Path, *cmd: str) -> subprocess.CompletedProcess:
+def kill_at(host: str, step: str, max_s: int, tmp_path: Path, *cmd: str,
+            record: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, KILL_AT_RECORD=record) if record else None
     return subprocess.run(["bash", str(KILL_AT), host, step, str(max_s), str(tmp_path / "run.log"), "--", *cmd],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_the_run_is_killed_once_the_step_has_begun(host, tmp_path):
@@ -94,3 +96,27 @@ def test_a_step_that_never_begins_times_out(host, tmp_path):
     assert out.returncode == 1
     assert "step recreate did not begin within 2s" in out.stderr
     assert os.path.exists(tmp_path / "run.log")
+
+
+def test_another_record_is_watched_by_its_status_and_printed_without_its_values(host, tmp_path):
+    # a rotation's record (rotate.json): "started", then "applied"; it holds the old values
+    rotate = "/etc/paycraft/rotate.json"
+    marker = tmp_path / "survived"
+    script = tmp_path / "rotate.sh"
+    started = json.dumps({"status": "started", "kind": "db_password", "old_env": "PAYCRAFT_DB_PASSWORD=old-value"})
+    applied = json.dumps({"status": "applied", "kind": "db_password", "old_env": "PAYCRAFT_DB_PASSWORD=old-value"})
+    script.write_text(
+        f"docker exec -i {host} sh -c 'cat > {rotate}' <<< '{started}'\n"
+        "sleep 2\n"
+        f"docker exec -i {host} sh -c 'cat > {rotate}' <<< '{applied}'\n"
+        f"(sleep 60; touch {marker}) &\n"
+        "sleep 60\n"
+    )
+    out = kill_at(host, "applied", 60, tmp_path, "bash", str(script), record=rotate)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"status": "applied", "kind": "db_password"}
+    assert "old-value" not in out.stdout + out.stderr
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-f", str(script)], capture_output=True).stdout == b""
+    assert not marker.exists()
+    assert host_pythons(host) == []

@@ -46,6 +46,9 @@ class Gateway(BaseHTTPRequestHandler):
     def do_POST(self):
         s = self.state
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+        # a JWT secret rotated: from then on the gateway refuses every request with the old anon key
+        if s.get("rotated") and self.headers.get("apikey") != s["new_key"]:
+            return self.answer(401, {"message": "Invalid authentication credentials"})
         if self.path == "/auth/v1/signup":
             return self.answer(422, {"msg": "User already registered"})
         if self.path.startswith("/auth/v1/token"):
@@ -58,6 +61,9 @@ class Gateway(BaseHTTPRequestHandler):
             return self.answer(200, {"tenant_id": s["tenant"]})
         if self.path == "/rest/v1/products":
             s["tries"] += 1
+            if s["tries"] == s.get("rotate_at"):
+                s["rotated"] = True
+                return self.answer(401, {"message": "Invalid authentication credentials"})
             if s["tries"] in s["hold"]:
                 return self.answer(503, {"message": "held"})
             if s["tries"] == s["stale_at"]:
@@ -117,3 +123,35 @@ def test_check_since_leaves_out_the_writes_acknowledged_before(tmp_path, capsys,
     counts = json.loads(capsys.readouterr().out)
     assert counts["acknowledged"] == 2 and counts["acknowledged_before_since"] == 1
     assert counts["present_before_since"] == 0
+
+
+def test_the_writer_switches_to_the_new_anon_key_after_a_jwt_rotation(gateway, tmp_path, capsys):
+    url, state = gateway
+    state.update(hold=set(), stale_at=0, rotate_at=4, new_key="new-anon-key")
+    (tmp_path / "anon").write_text("anon-key\n")
+    # where the new key is published (the host's env file in Molecule), read by the writer's command
+    (tmp_path / "published").write_text("new-anon-key\n")
+    command = json.dumps([sys.executable, "-c", f"print(open({str(tmp_path / 'published')!r}).read().strip())"])
+    rc = writer.main(["run", "--api-url", url, "--anon-key-file", str(tmp_path / "anon"), "--email", "w@x.invalid",
+                      "--password", "pw", "--out", str(tmp_path / "acked"), "--prefix", "w-k", "--interval", "0.01",
+                      "--max-seconds", "30", "--stop-file", state["stop"], "--anon-key-command", command])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    # one 401 (the old key), then the new key, a new sign-in, and every later insert acknowledged
+    assert summary["refused"] == {"401": 1}
+    assert summary["key_switches"] == 1
+    assert summary["acknowledged"] == 8 == len(state["rows"])
+    assert state["logins"] == 2
+
+
+def test_without_a_key_command_the_writer_keeps_the_old_key_and_is_refused(gateway, tmp_path, capsys):
+    url, state = gateway
+    state.update(hold=set(), stale_at=0, rotate_at=2, new_key="new-anon-key")
+    (tmp_path / "anon").write_text("anon-key\n")
+    rc = writer.main(["run", "--api-url", url, "--anon-key-file", str(tmp_path / "anon"), "--email", "w@x.invalid",
+                      "--password", "pw", "--out", str(tmp_path / "acked"), "--prefix", "w-o", "--interval", "0.01",
+                      "--max-seconds", "1"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert summary["acknowledged"] == 1 and summary["key_switches"] == 0
+    assert summary["refused"]["401"] == summary["attempts"] - 1
