@@ -146,8 +146,8 @@ unfinished:
   type: bool
 restored:
   description:
-    - True when the record's restore of its snapshot finished (a C(restore) step done after the last C(keep) done):
-      a run completing the operation must not restore it again, writes may have been acknowledged since.
+    - True when the record's restore of its snapshot finished (a C(restore) step done after the last C(keep) done).
+    - A run completing the operation must not restore it again; writes may have been acknowledged since.
   returned: always
   type: bool
 description:
