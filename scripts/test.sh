@@ -8,12 +8,11 @@
 # Environment:
 #   PAYCRAFT_SKIP_MOLECULE=1   skip the Molecule scenarios (quick local loops)
 #   PAYCRAFT_MOLECULE_JOBS=N   Molecule scenarios run at once (default 3; scripts/molecule.sh)
-#   PAYCRAFT_KILL_MATRIX=full  every trial of the kill -9 matrices (molecule kill: 16 trials, ~50 min on a
-#                              loaded 2-core machine; rotate-kill: 8, ~30 min). Without it a whole run takes
-#                              the covering subsets below (every operation, both secrets, each next playbook,
-#                              the revert of both secrets), which keep it inside CI's time. `molecule test -s
-#                              kill` run by hand runs every trial; PAYCRAFT_KILL_TRIALS and
-#                              PAYCRAFT_ROTATE_KILL_TRIALS name trials explicitly.
+#   PAYCRAFT_KILL_MATRIX=full  every trial of the upgrade/rollback kill -9 matrix (molecule kill: 16 trials,
+#                              ~50 min on a loaded 2-core machine). Without it a whole run takes the covering
+#                              subset below (both operations, each next playbook), which keeps it inside CI's
+#                              time. `molecule test -s kill` run by hand runs every trial; PAYCRAFT_KILL_TRIALS
+#                              names trials explicitly. rotate-kill runs all 8 of its trials (~13 min).
 #   PAYCRAFT_TEST_SERIAL=1     one thing at a time: the Molecule scenarios after pytest instead of beside
 #                              it, and one pytest process (a whole run otherwise starts a second one
 #                              for the longest self-contained modules: side_paths below)
@@ -29,15 +28,13 @@ export ANSIBLE_COLLECTIONS_PATH="$VENV/collections"
 
 step() { printf '\n=== %s\n' "$*"; }
 
-# The kill -9 matrices' subsets for a whole run (see PAYCRAFT_KILL_MATRIX above). Each kill trial starts
+# The kill -9 matrix's subset for a whole run (see PAYCRAFT_KILL_MATRIX above). Each kill trial starts
 # where the one before left the host, so the subset keeps the versions in line: upgrade killed at
 # snapshot, recreate, smoke (next: upgrade.yml, upgrade.yml, rollback.yml), at checkout (site.yml resumes
 # it), its automatic rollback at keep (site.yml); rollback.yml killed at stop, checkout and smoke (next:
-# upgrade.yml each). Rotation: killed in the hold of each secret (next: site.yml, the rotation again) and
-# once its env file was applied (next: the manual revert, for both secrets).
+# upgrade.yml each).
 if [ "${PAYCRAFT_KILL_MATRIX:-}" != full ]; then
   export PAYCRAFT_KILL_TRIALS=${PAYCRAFT_KILL_TRIALS-1,3,4,5,7,10,13,16}
-  export PAYCRAFT_ROTATE_KILL_TRIALS=${PAYCRAFT_ROTATE_KILL_TRIALS-dbh,dba,jwh,jwa}
 fi
 
 # Tests converge on disposable hosts only; this proves it: a PayCraft install on
