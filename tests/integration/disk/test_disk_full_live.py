@@ -217,7 +217,8 @@ def test_upgrade_is_refused_before_anything_when_the_snapshot_filesystem_is_too_
     assert "TASK [paycraft.selfhost.release : Hold every write back" not in out, out[-6000:]
     assert release_state(live) == before
     result = writer.check()
-    assert writer.summary["refused_total"] == 0, writer.summary  # never held: the refusal came first
+    # rollback.yml holds writes from its start, so its checks ran with writes held: 503s only, none lost
+    assert set(writer.summary["refused"]) <= {"503"}, writer.summary
     live["sh"](f"rm -f {SNAPSHOTS}/{FILLER}")
     print(f"[disk-full] upgrade refused by the snapshot disk: {time.monotonic() - t0:.0f} s, writer {result}")
 
@@ -285,7 +286,8 @@ def test_a_rollback_whose_copy_does_not_fit_on_the_volume_area_is_refused_before
     assert "Nothing was stopped, restored or changed" in out and "run the same command again" in out
     assert release_state(live) == before
     result = writer.check()
-    assert writer.summary["refused_total"] == 0, writer.summary  # never held: the refusal came first
+    # rollback.yml holds writes from its start, so its checks ran with writes held: 503s only, none lost
+    assert set(writer.summary["refused"]) <= {"503"}, writer.summary
     sh(f"mount -o remount,size={1024 * MIB} {VOLUMES}")
     print(f"[disk-full] rollback refused by the volume area: {time.monotonic() - t0:.0f} s, writer {result}")
 
@@ -317,7 +319,8 @@ def test_backup_and_rotation_snapshot_are_refused_on_a_full_filesystem(live):
     after = release_state(live)
     assert after == {**before, "snapshots": sorted([*before["snapshots"], FILLER])}, (before, after)
     result = writer.check()
-    assert writer.summary["refused_total"] == 0, writer.summary
+    # the rotation holds writes from before its snapshot: 503s only, none lost
+    assert set(writer.summary["refused"]) <= {"503"}, writer.summary
     sh(f"rm -f {SNAPSHOTS}/{FILLER} {BACKUPS}/{FILLER}")
     print(f"[disk-full] backup, runner and rotation refused: {time.monotonic() - t0:.0f} s, writer {result}")
 

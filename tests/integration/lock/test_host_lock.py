@@ -310,7 +310,10 @@ def test_a_killed_run_gives_the_lock_back_through_its_keeper(live):
         rollback.wait()
         # the keeper sees its ansible-playbook gone and releases the lock (no lease to wait out)
         until(lambda: live["free"](), "the keeper released the lock of the killed run")
-        assert live["info"]()["state"] == "released"
+        # the keeper either stops the holder (released) or stops pulsing as its run is gone, which the
+        # holder records as lost at its next heartbeat (seen on a machine at load 12): both give the lock
+        # back long before the 600 s lease, which is what this test is about
+        assert live["info"]()["state"] in ("released", "lost"), live["info"]()
     # the next operation takes it: the scheduled runner takes a backup
     runner = live["sh"]("/usr/local/sbin/paycraft-backup --lock-wait 0")
     assert runner.returncode == 0, runner
