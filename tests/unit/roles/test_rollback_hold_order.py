@@ -40,8 +40,16 @@ def test_the_hold_is_taken_once_before_the_snapshot_and_copy_checks():
     snapshot = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_snapshot") or {}).get("state") == "verified")
     copy = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "copy_check.yml")
     begin = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_operation") or {}).get("state") == "begin")
-    stop = index(tasks, lambda t: (t.get("vars") or {}).get("_release_step") == "stop")
-    assert taken[0] < snapshot < copy < begin < stop
+    # the move sequence (move.yml, kind rollback: its first recorded begun step is stop) comes after the record
+    move = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "move.yml")
+    assert (tasks[move][0].get("vars") or {}).get("_release_move_kind") == "rollback"
+    assert taken[0] < snapshot < copy < begin < move
+    # and takes no hold of its own: the one of the run's start is the one it lifts
+    sequence = yaml.safe_load((REPO / "roles" / "release" / "tasks" / "move.yml").read_text())[0]["vars"][
+        "_release_move_sequence"]
+    steps = [row["step"] for row in sequence if "rollback" in row["kinds"]]
+    assert "hold" not in steps and "unhold" in steps
+    assert steps.index("keep") < steps.index("restore") < steps.index("unhold") < steps.index("smoke")
     # before the recovery of an unfinished operation, which keeps this run's hold
     recover = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "recover.yml")
     assert taken[0] < recover

@@ -93,7 +93,7 @@ def test_the_restore_done_that_beginning_keep_writes_is_not_a_finished_restore()
     assert not op.restored(st)
     op.mark_step(st, "keep", "done")
     assert not op.restored(st)  # killed while restoring: restore again
-    op.mark_step(st, "restore", "done")  # tasks/restore.yml, the stack up again
+    op.mark_step(st, "restore", "done")  # tasks/move_restored.yml, the stack up again
     assert op.restored(st)
     # a later run that copies the database again and restores: not restored until its own restore is done
     _steps(st, ("restore", "begun"), ("keep", "begun"), ("keep", "done"))
