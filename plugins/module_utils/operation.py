@@ -137,10 +137,11 @@ def step_done(state: dict, step: str) -> bool:
 def restored(state: dict) -> bool:
     """Whether the record's restore finished (the restored database is the one that stays, and writes
     may have been let through onto it): a ``restore`` done after the last ``keep`` done. rollback.yml's
-    restore is done when its ``up`` begins; the move sequence of a restore (tasks/move.yml, step ``restored``) records ``restore done`` once the stack is
-    up again, before it lets writes through. The ``restore done`` that beginning ``keep`` writes comes
-    before the copy, so it does not count. A run that finds this must not restore the snapshot again:
-    that would drop every write acknowledged since."""
+    restore is done when its ``up`` begins; the move sequence of a restore (tasks/move.yml, step
+    ``restored``) records ``restore done`` once the stack is up again, before it lets writes through.
+    The ``restore done`` that beginning ``keep`` writes comes before the copy, so it does not count.
+    A run that finds this must not restore the snapshot again: that would drop every write
+    acknowledged since."""
     steps = state.get("steps") or []
     kept = [i for i, e in enumerate(steps) if e.get("name") == "keep" and e.get("status") == "done"]
     if not kept:
