@@ -1,0 +1,121 @@
+"""One move sequence (issue #32): the release role's steps are ordered once, in roles/release/tasks/move.yml, and
+recorded by its loop; upgrade, its automatic rollback, rollback.yml and recover.yml only choose a kind and its
+switches; the restore block exists once. The names it records are the contract of the kill -9 matrix
+(molecule/kill, kill-at.sh). The sequence itself runs live in the Molecule rollback and kill scenarios."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+TASKS = REPO / "roles" / "release" / "tasks"
+ALL_TASK_FILES = sorted((REPO / "roles").glob("*/tasks/*.yml")) + sorted((REPO / "playbooks").rglob("*.yml"))
+MOVE = yaml.safe_load((TASKS / "move.yml").read_text())
+SEQUENCE = MOVE[0]["vars"]["_release_move_sequence"]
+KINDS = ("upgrade", "rollback", "restore")
+# the step files of the sequence (move_step.yml runs one step of the loop; move.yml is the loop)
+STEP_FILES = {p.name for p in TASKS.glob("move_*.yml")} - {"move_step.yml"}
+
+
+def tasks_of(data):
+    """Every task of a task file, blocks opened."""
+    for task in data or []:
+        yield task
+        for section in ("block", "rescue", "always"):
+            yield from tasks_of(task.get(section))
+
+
+def task_files():
+    for path in ALL_TASK_FILES:
+        yield path, list(tasks_of(yaml.safe_load(path.read_text())))
+
+
+def begun_records(kind: str) -> list[str]:
+    """The names a kind of move records as begun, in order (the snapshot and the copy record themselves)."""
+    names = []
+    for row in SEQUENCE:
+        if kind not in row["kinds"]:
+            continue
+        if row["step"] == "snapshot" and kind == "upgrade":
+            names.append("snapshot")
+        names += row.get(kind, [])
+        if row["step"] == "keep":
+            names.append("keep")  # keep_current.yml
+    return names
+
+
+def test_every_step_has_its_task_file_and_every_step_file_a_row():
+    steps = [row["step"] for row in SEQUENCE]
+    assert len(steps) == len(set(steps)), f"a step twice in the sequence: {steps}"
+    assert {f"move_{s}.yml" for s in steps} == STEP_FILES
+    for row in SEQUENCE:
+        assert set(row["kinds"]) <= set(KINDS), row
+        assert set(row) - {"step", "kinds"} <= set(row["kinds"]), f"records for a kind that does not run it: {row}"
+
+
+def test_the_order_is_written_in_move_yml_only():
+    # the step files are included by the loop alone (move_step.yml, templated), nowhere by name
+    named = re.compile(r"\bmove_(" + "|".join(re.escape(f[5:-4]) for f in STEP_FILES) + r")\.yml\b")
+    found = [f"{p.relative_to(REPO)}:{n}" for p in ALL_TASK_FILES
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if not line.lstrip().startswith("#") and named.search(line)]
+    assert found == [], f"a step file of the move included by name, outside the sequence's loop: {found}"
+    # no other file records steps begun by name (a sequence written out again); the copy records its own
+    literal = []
+    for path, tasks in task_files():
+        if path.parent != TASKS or path.name in STEP_FILES | {"keep_current.yml"}:
+            continue
+        for task in tasks:
+            v = task.get("vars") or {}
+            named_step = "{{" not in str(v.get("_release_step", "{{"))
+            if task.get("ansible.builtin.include_tasks") == "step.yml" and named_step:
+                literal.append(f"{path.name}: {v['_release_step']} {v.get('_release_step_status')}")
+    assert literal == [], f"steps recorded outside the move sequence: {literal}"
+    # the sequence is included whole, with a kind, from the callers only
+    callers = sorted((p.name, t["vars"]["_release_move_kind"]) for p, tasks in task_files() for t in tasks
+                     if t.get("ansible.builtin.include_tasks") == "move.yml")
+    assert callers == [("recover.yml", "restore"), ("rollback.yml", "rollback"),
+                       ("upgrade.yml", "restore"), ("upgrade.yml", "upgrade")]
+
+
+def test_the_restore_block_exists_once():
+    def where(predicate):
+        return sorted(f"{p.relative_to(REPO)}" for p, tasks in task_files() for t in tasks if predicate(t))
+
+    restores = where(lambda t: (t.get("paycraft.selfhost.paycraft_snapshot") or {}).get("state") == "restored")
+    assert restores == ["roles/release/tasks/move_restore.yml"]
+    keeps = where(lambda t: t.get("ansible.builtin.include_tasks") == "keep_current.yml")
+    assert keeps == ["roles/release/tasks/move_keep.yml"], "the copy before a restore is taken in one place"
+    checkouts = [c for c in where(lambda t: "ansible.builtin.git" in t) if c.startswith("roles/release/")]
+    assert checkouts == ["roles/release/tasks/move_checkout.yml"], "the release role checks out in one place"
+    assert not (TASKS / "restore.yml").exists()
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("upgrade", ["snapshot", "checkout", "images", "migrate", "recreate", "smoke"]),
+    ("rollback", ["stop", "move_aside", "keep", "checkout", "restore", "up", "smoke"]),
+    ("restore", ["restore", "keep"]),
+])
+def test_the_recorded_steps_are_the_kill_matrix_contract(kind, expected):
+    assert begun_records(kind) == expected
+
+
+def test_every_step_the_kill_matrix_kills_at_is_recorded():
+    verify = yaml.safe_load((REPO / "molecule" / "kill" / "verify.yml").read_text())
+    trials = verify[0]["vars"]["_trials"]
+    recorded = {name for kind in KINDS for name in begun_records(kind)}
+    for trial in trials:
+        assert trial["step"] in recorded, trial
+
+
+def test_the_hold_is_the_sequences_own_only_where_the_caller_does_not_hold():
+    steps = {kind: [row["step"] for row in SEQUENCE if kind in row["kinds"]] for kind in KINDS}
+    assert steps["rollback"][0] != "hold" and "hold" not in steps["rollback"]  # rollback.yml holds at its start
+    assert steps["upgrade"][0] == "hold" and "unhold" not in steps["upgrade"]  # lifted after the record closes
+    assert steps["restore"].index("hold") < steps["restore"].index("keep") < steps["restore"].index("restore")
+    for kind in ("rollback", "restore"):  # writes flow only once the restored stack is up
+        assert steps[kind].index("restore") < steps[kind].index("unhold") < steps[kind].index("smoke")
