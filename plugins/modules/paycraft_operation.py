@@ -85,7 +85,7 @@ options:
     description:
       - Final status (O(state=finish)).
       - V(refused) is accepted only while the record shows nothing that changed the live database (steps
-        snapshot, stop, move_aside, keep, and no keep done: the copy of the live volume did not complete);
+        snapshot, stop, move_aside, keep, and no keep done, so the copy of the live volume did not complete);
         otherwise the module fails and the record stays unfinished.
     type: str
     choices: [done, rolled_back, failed, abandoned, refused]
