@@ -6,7 +6,7 @@
 State file (``/etc/paycraft/operation.json``, 0600, replaced atomically)::
 
     {"operation": "upgrade", "from_version": "v1.0.0", "to_version": "v1.1.0",
-     "status": "running" | "done" | "rolled_back" | "failed" | "abandoned",
+     "status": "running" | "done" | "rolled_back" | "failed" | "abandoned" | "refused",
      "snapshot": "/var/backups/paycraft/20261128T230102Z-v1.0.0",
      "holder": {"controller": "...", "pid": 1234, "user": "...", "run_id": "..."},
      "started_at": "...", "finished_at": "...",
@@ -33,7 +33,11 @@ import re
 from ansible_collections.paycraft.selfhost.plugins.module_utils.snapshot import write_json_atomic
 
 UNFINISHED = "running"
-FINISHED = ("done", "rolled_back", "failed", "abandoned")
+FINISHED = ("done", "rolled_back", "failed", "abandoned", "refused")
+# The steps a rollback records before anything changes the live database: the snapshot verified, then
+# the copy of the live volume (keep_current.yml stops the stack for it and reads the volume only). The
+# live volume is removed only after ``keep`` is done.
+BEFORE_LIVE_CHANGE = ("snapshot", "stop", "move_aside", "keep")
 
 
 class OperationError(Exception):
@@ -149,9 +153,27 @@ def restored(state: dict) -> bool:
     return any(e.get("name") == "restore" and e.get("status") == "done" for e in steps[kept[-1] + 1:])
 
 
+def untouched(state: dict) -> bool:
+    """Whether the record shows that nothing changed the live database yet: every step recorded is one of
+    BEFORE_LIVE_CHANGE and no ``keep`` is done (the copy of the live volume did not complete). Only then
+    may an operation end as ``refused`` (writes let through on the live database, no later run completing
+    it): after any other step a later run must complete the operation, or writes acknowledged meanwhile
+    would be restored away."""
+    steps = state.get("steps") or []
+    if any(e.get("name") not in BEFORE_LIVE_CHANGE for e in steps):
+        return False
+    return not any(e.get("name") == "keep" and e.get("status") == "done" for e in steps)
+
+
 def finish(state: dict, status: str, message: str = "") -> dict:
     if status not in FINISHED:
         raise OperationError(f"unknown final status {status}")
+    if status == "refused" and not untouched(state):
+        step = last_step(state) or {}
+        raise OperationError(
+            "the operation cannot end as refused: its record shows a step that may have changed the live "
+            f"database (last step: {step.get('name', '?')} {step.get('status', '?')}); it stays unfinished "
+            "and the next run completes it")
     previous = last_step(state)
     if status == "done" and previous and previous.get("status") == "begun":
         mark_step(state, previous["name"], "done")

@@ -82,9 +82,13 @@ options:
     type: dict
     default: {}
   status:
-    description: Final status (O(state=finish)).
+    description:
+      - Final status (O(state=finish)).
+      - V(refused) is accepted only while the record shows nothing that changed the live database (steps
+        snapshot, stop, move_aside, keep, and no keep done, so the copy of the live volume did not complete);
+        otherwise the module fails and the record stays unfinished.
     type: str
-    choices: [done, rolled_back, failed, abandoned]
+    choices: [done, rolled_back, failed, abandoned, refused]
     default: done
   message:
     description: Final message (O(state=finish)).
@@ -193,7 +197,7 @@ def main():
             step=dict(type="str"),
             step_status=dict(type="str", choices=["begun", "done", "failed"], default="done"),
             details=dict(type="dict", default={}),
-            status=dict(type="str", choices=["done", "rolled_back", "failed", "abandoned"], default="done"),
+            status=dict(type="str", choices=["done", "rolled_back", "failed", "abandoned", "refused"], default="done"),
             message=dict(type="str", default=""),
             lock_heartbeat_seconds=dict(type="float", default=5),
             lock_lease_seconds=dict(type="float", default=300),
@@ -287,7 +291,10 @@ def main():
 
     # finish
     record.update(p["details"])
-    lib.finish(record, p["status"], p["message"])
+    try:
+        lib.finish(record, p["status"], p["message"])
+    except lib.OperationError as exc:
+        module.fail_json(msg=f"{host}: {exc}. The record ({path}) was not changed.", **out)
     lib.write_state(path, record)
     if owner.get("acquired_by") == "operation":
         lease.release(lock, run_id)

@@ -18,7 +18,10 @@ volumes, env file, operation record, write hold, snapshots: no half-made one lef
 - rollback.yml whose copy of the database volume does not fit on the volume area (reserve 0): refused
   before anything stops, naming the volume, MiB used and free;
 - backup.yml and the scheduled runner, and rotate.yml's rotation snapshot, on a filled filesystem:
-  refused before writing, nothing live touched.
+  refused before writing, nothing live touched;
+- rollback.yml whose copy fills the volume area half-way (the check passed): the half copy removed, the
+  database started again, the rollback ends as refused (finished record, hold lifted, writes flow again),
+  and a following site.yml changes nothing of the data or the release.
 """
 
 from __future__ import annotations
@@ -154,6 +157,21 @@ def free_of(live, mount: str) -> int:
     return int(live["sh"](f"df -B1 --output=avail {mount} | tail -n 1").stdout)
 
 
+def take_snapshot(live) -> str:
+    """A snapshot of v1.0.0 to roll back to (the module an upgrade uses); returns its name."""
+    sh = live["sh"]
+    had = set(sh(f"ls -A {SNAPSHOTS}").stdout.split())
+    taken = subprocess.run(
+        ["ansible", "-i", str(live["root"] / "inventory.yml"), live["name"],
+         "-m", "paycraft.selfhost.paycraft_snapshot",
+         "-a", json.dumps({"state": "present", "backup_dir": SNAPSHOTS, "version": "v1.0.0"})],
+        capture_output=True, text=True, timeout=600, env=live["env"], cwd=REPO)
+    assert taken.returncode == 0, taken.stdout[-3000:] + taken.stderr[-3000:]
+    names = sorted(set(sh(f"ls -A {SNAPSHOTS}").stdout.split()) - had)
+    assert len(names) == 1, names
+    return names[0]
+
+
 class Writer:
     """tests/paycraft_writer.py inserting through the host's gateway while an operation runs."""
 
@@ -259,17 +277,7 @@ def test_an_upgrade_whose_dump_fills_the_disk_removes_its_partial_snapshot_and_l
 def test_a_rollback_whose_copy_does_not_fit_on_the_volume_area_is_refused_before_anything_stops(live):
     t0 = time.monotonic()
     sh = live["sh"]
-    # a snapshot of v1.0.0 to roll back to (the module an upgrade uses)
-    had = set(sh(f"ls -A {SNAPSHOTS}").stdout.split())
-    taken = subprocess.run(
-        ["ansible", "-i", str(live["root"] / "inventory.yml"), live["name"],
-         "-m", "paycraft.selfhost.paycraft_snapshot",
-         "-a", json.dumps({"state": "present", "backup_dir": SNAPSHOTS, "version": "v1.0.0"})],
-        capture_output=True, text=True, timeout=600, env=live["env"], cwd=REPO)
-    assert taken.returncode == 0, taken.stdout[-3000:] + taken.stderr[-3000:]
-    names = sorted(set(sh(f"ls -A {SNAPSHOTS}").stdout.split()) - had)
-    assert len(names) == 1, names
-    name = names[0]
+    name = take_snapshot(live)
     # the volume area shrunk (tmpfs remount) until the database volume's copy cannot fit, with room left
     # for the live database to keep writing
     used_db = int(sh(f"du -sk {VOLUMES}/{DB_VOLUME}/_data | cut -f1").stdout) * 1024
@@ -325,37 +333,61 @@ def test_backup_and_rotation_snapshot_are_refused_on_a_full_filesystem(live):
     print(f"[disk-full] backup, runner and rotation refused: {time.monotonic() - t0:.0f} s, writer {result}")
 
 
-def test_a_rollback_copy_that_fills_the_volume_area_half_way_leaves_no_half_copy_and_starts_the_database_again(live):
+def test_a_rollback_copy_that_fills_the_volume_area_half_way_ends_refused_and_writes_flow_again(live):
     """The check passes (a negative reserve stands for an estimate that was wrong, or a disk something else filled
-    after the check): the real ``cp`` meets the full volume area. Last of the module: the rollback stays unfinished,
-    writes held, as a re-run completes it."""
+    after the check): the real ``cp`` meets the full volume area. Nothing changed the live database (the copy
+    read it only): the half copy is removed, the database started again, the rollback ends as refused (record
+    finished, so no later run restores the snapshot over the live data), the hold is lifted and writes flow
+    again; a following site.yml, once space is freed, changes nothing of the data or the release."""
     t0 = time.monotonic()
     sh = live["sh"]
-    name = sorted(n for n in sh(f"ls -A {SNAPSHOTS}").stdout.split() if n != FILLER)[-1]
+    # the snapshot the rollback before took (this test alone: one of its own)
+    name = ([n for n in sorted(sh(f"ls -A {SNAPSHOTS}").stdout.split()) if n != FILLER] or [take_snapshot(live)])[-1]
     used_db = int(sh(f"du -sk {VOLUMES}/{DB_VOLUME}/_data | cut -f1").stdout) * 1024
     used_all = int(sh(f"df -B1 --output=used {VOLUMES} | tail -n 1").stdout)
     sh(f"mount -o remount,size={used_all + used_db // 2} {VOLUMES}")
     assert free_of(live, VOLUMES) < used_db
     before = release_state(live)
-    with Writer(live, "copyhalf", held_after=True) as writer:
+    with Writer(live, "copyhalf") as writer:
         rc, out = live["play"]("rollback.yml", f"paycraft_rollback_snapshot={name}",
                                f"paycraft_release_copy_reserve_mb={-(used_db // MIB + 1)}")
+        # (leaving the block waits for ten more writes acknowledged after the run: the hold is lifted)
     assert rc != 0, out[-6000:]
-    assert "failed at step keep" in out, out[-6000:]
+    assert f"{live['name']}: rollback v1.0.0 -> v1.0.0 REFUSED, no data changed:" in out, out[-6000:]
     assert f"{live['name']}: the copy of the database volume {DB_VOLUME} to {DB_VOLUME}-before-rollback-" in out
     assert "No space left on device" in out and "Docker's volume filesystem filled up" in out, out[-6000:]
     assert "The partial copy was removed and what was stopped for the copy was started again" in out
-    assert f"is still in the volume {DB_VOLUME}" in out, out[-6000:]
+    assert f"The live database volume {DB_VOLUME} was only read by the copy" in out, out[-6000:]
+    assert "Postgres answers again." in out, out[-6000:]
+    assert "Writes were held back at the gateway (503) during the attempt and flow again" in out, out[-6000:]
+    assert "recorded as refused in /etc/paycraft/operation.json, so no later run completes it" in out, out[-6000:]
+    assert f"Next: free space on the filesystem of /var/lib/docker on {live['name']}" in out, out[-6000:]
+    assert f"playbooks/rollback.yml -e paycraft_rollback_snapshot={SNAPSHOTS}/{name}" in out, out[-6000:]
     after = release_state(live)
     # no half copy, the same containers (ids) running again, the checkout and the env file as they were
     for key in ("head", "containers", "volumes", "env", "snapshots"):
         assert after[key] == before[key], (key, before[key], after[key])
     assert free_of(live, VOLUMES) > used_db // 4  # the partial copy's space is free again
-    # the rollback stays unfinished with writes held, until a run completes it (its documented contract)
+    # the rollback ended as refused: finished, the failed step kept, no hold left
     record = json.loads(after["record"])
-    assert (record["operation"], record["status"]) == ("rollback", "running"), record
+    assert (record["operation"], record["status"]) == ("rollback", "refused"), record
+    assert record["finished_at"] and "no data changed" in record["message"], record
     assert [s["name"] for s in record["steps"] if s.get("status") == "failed"] == ["keep"], record["steps"]
-    assert after["hold"] != "none\n"
+    assert after["hold"] == "none\n", after["hold"]
     result = writer.check()  # every acknowledged write is in the live database, which was never touched
+    # 503 while held; no answer while the gateway was stopped for the copy (and until it was started again)
     assert writer.summary["refused"].get("503", 0) > 0, writer.summary
-    print(f"[disk-full] rollback copy filled the volume area: {time.monotonic() - t0:.0f} s, writer {result}")
+    assert set(writer.summary["refused"]) <= {"503", "no-answer"}, writer.summary
+
+    # the operator frees space; the next site.yml finds a finished record and changes nothing of the data
+    sh(f"mount -o remount,size={1024 * MIB} {VOLUMES}")
+    with Writer(live, "aftercopy") as later:
+        rc, out = live["play"]("site.yml")
+    assert rc == 0, out[-6000:]
+    assert "the last operation did not finish" not in out, out[-6000:]
+    again = release_state(live)
+    for key in ("head", "volumes", "env", "snapshots", "record", "hold"):
+        assert again[key] == after[key], (key, after[key], again[key])
+    later.check()
+    assert writer.check() == result  # the writes acknowledged around the refused rollback are all still there
+    print(f"[disk-full] rollback copy filled the volume area, refused: {time.monotonic() - t0:.0f} s, writer {result}")

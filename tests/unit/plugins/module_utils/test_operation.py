@@ -104,3 +104,40 @@ def test_nothing_is_restored_before_a_copy_was_kept():
     assert not op.restored(op.new_state("upgrade", "v1.0.0", "v1.1.0", HOLDER))
     rollback = op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER)
     assert not op.restored(_steps(rollback, ("restore", "begun"), ("restore", "done")))
+
+
+def test_a_rollback_whose_copy_of_the_live_volume_failed_may_end_as_refused():
+    st = op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER)
+    _steps(st, ("snapshot", "done"), ("stop", "begun"), ("move_aside", "begun"), ("keep", "begun"),
+           ("keep", "failed"))
+    assert op.untouched(st)
+    op.finish(st, "refused", "the copy did not fit")
+    assert (st["status"], st["message"]) == ("refused", "the copy did not fit")
+    assert not op.is_unfinished(st)  # no later run completes it over the live database
+    assert st["steps"][-1]["status"] == "failed"  # refused does not mark the last step done
+
+
+@pytest.mark.parametrize("after", [
+    # the copy completed: the live volume is removed right after, so a later run must complete the rollback
+    [("keep", "done")],
+    [("keep", "done"), ("checkout", "begun"), ("checkout", "failed")],
+    [("keep", "done"), ("checkout", "begun"), ("restore", "begun"), ("up", "begun"), ("smoke", "begun")],
+    # an upgrade's steps after its snapshot change the live stack
+    [("migrate", "begun"), ("migrate", "failed")],
+    # a copy begun again by the automatic rollback of an upgrade (restore before keep)
+    [("restore", "begun"), ("keep", "begun"), ("keep", "failed")],
+])
+def test_an_operation_that_got_past_the_copy_cannot_end_as_refused(after):
+    st = op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER)
+    _steps(st, ("snapshot", "done"), ("stop", "begun"), ("move_aside", "begun"), ("keep", "begun"), *after)
+    assert not op.untouched(st)
+    before = [dict(e) for e in st["steps"]]
+    with pytest.raises(op.OperationError, match=r"cannot end as refused: .* it stays unfinished"):
+        op.finish(st, "refused")
+    assert op.is_unfinished(st) and st["steps"] == before
+
+
+def test_an_operation_with_no_step_yet_may_end_as_refused():
+    st = op.new_state("rollback", "v1.1.0", "v1.0.0", HOLDER)
+    assert op.untouched(st)
+    assert op.finish(st, "refused")["status"] == "refused"

@@ -138,3 +138,32 @@ def test_the_scheduled_backup_waits_then_skips_with_exit_75_beside_an_upgrade(tm
     finally:
         owner.kill()
         owner.wait()
+
+
+def test_finish_refused_is_refused_itself_once_a_step_may_have_changed_the_live_database(tmp_path, paths):
+    state, lock = paths
+    begin = {"state": "begin", "path": state, "operation": "rollback", "from_version": "v1.1.0",
+             "to_version": "v1.0.0", "holder": holder("run-7")}
+    assert run(tmp_path, "paycraft_operation", begin)["changed"]
+    for step, status in (("snapshot", "done"), ("keep", "begun"), ("keep", "done"), ("checkout", "begun")):
+        run(tmp_path, "paycraft_operation", {"state": "step", "path": state, "run_id": "run-7", "step": step,
+                                             "step_status": status})
+    before = Path(state).read_text()
+    refused = run(tmp_path, "paycraft_operation", {"state": "finish", "path": state, "status": "refused"})
+    assert refused["failed"], refused
+    assert "cannot end as refused" in refused["msg"] and "(last step: checkout begun)" in refused["msg"], refused
+    assert f"The record ({state}) was not changed" in refused["msg"]
+    assert Path(state).read_text() == before and lease.status(lock)[0] == "held"
+
+    # a record whose copy failed (nothing after keep begun/failed) ends refused, and the lock is given back
+    Path(state).unlink()
+    lease.stop_holder(lock, lease.read_json(lease.info_path(lock)))
+    assert run(tmp_path, "paycraft_operation", {**begin, "holder": holder("run-8")})["changed"]
+    for step, status in (("snapshot", "done"), ("stop", "begun"), ("move_aside", "begun"), ("keep", "begun"),
+                         ("keep", "failed")):
+        run(tmp_path, "paycraft_operation", {"state": "step", "path": state, "run_id": "run-8", "step": step,
+                                             "step_status": status})
+    ended = run(tmp_path, "paycraft_operation", {"state": "finish", "path": state, "status": "refused",
+                                                 "message": "copy did not fit"})
+    assert ended["changed"] and ended["operation"]["status"] == "refused" and not ended["unfinished"], ended
+    assert lease.status(lock)[0] == "free"
