@@ -413,10 +413,21 @@ def keep(pid: int, interval: float, renew_cmd: list, release_cmd: list, alive=pi
          run=subprocess.run, sleep=time.sleep, log=_log) -> str:
     """Pulse the lease with ``renew_cmd`` every ``interval`` s while ``pid`` lives; then ``release_cmd``.
 
-    A renew that exits 2 (the module refused: the lock is no longer this run's, e.g. released at the
-    end of the play) ends the keeper without a release.
+    The first pulse comes one interval after the keeper starts: taking the lock wrote the run's first
+    sign of life (``acquire``), and each pulse is a whole ad-hoc Ansible run (about 1 CPU-s), so a run
+    shorter than the interval pulses not at all. A renew that exits 2 (the module refused: the lock is
+    no longer this run's, e.g. released at the end of the play) ends the keeper without a release.
     """
-    while alive(pid):
+    while True:
+        # wait for the next pulse a second at a time, so that a killed run's lock is given back
+        # within a second of its end, not after a whole interval
+        waited = 0.0
+        while waited < interval and alive(pid):
+            step = min(1.0, interval - waited)
+            sleep(step)
+            waited += step
+        if not alive(pid):
+            break
         try:
             rc = run(renew_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      timeout=max(60.0, interval * 4)).returncode
@@ -427,13 +438,6 @@ def keep(pid: int, interval: float, renew_cmd: list, release_cmd: list, alive=pi
             return "not ours"
         if rc != 0:
             log(f"renew exited {rc} (the host unreachable?); trying again in {interval:g} s")
-        # wait for the next pulse a second at a time, so that a killed run's lock is given back
-        # within a second of its end, not after a whole interval
-        waited = 0.0
-        while waited < interval and alive(pid):
-            step = min(1.0, interval - waited)
-            sleep(step)
-            waited += step
     log(f"ansible-playbook {pid} is gone: giving its lock back")
     try:
         rc = run(release_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -36,7 +36,7 @@ from paycraft_testlib import missing
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 
-from conftest_release import SERVICES, http, make_release, require_playbook_on_dind, signup, wait_http  # noqa: E402
+from conftest_release import SERVICES, TEST_LOCK_VARS, http, make_release, require_playbook_on_dind, signup, wait_http  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BACKUPS = "/var/backups/paycraft-backups"
@@ -78,6 +78,7 @@ def live(tmp_path_factory):
             "paycraft_docker_compose_plugin_src": str(compose_src),
             "paycraft_docker_min_version": "20.10",
             "paycraft_preflight_docker_min_version": "20.10",
+            **TEST_LOCK_VARS,
         }}}}))
 
         def play(playbook: str, *extra: str) -> tuple[int, str]:

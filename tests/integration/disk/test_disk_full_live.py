@@ -40,7 +40,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 
-from conftest_release import SERVICES, make_release, require_playbook_on_dind  # noqa: E402
+from conftest_release import SERVICES, TEST_LOCK_VARS, make_release, require_playbook_on_dind  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 MIB = 1048576
@@ -89,6 +89,7 @@ def live(tmp_path_factory):
             "paycraft_docker_compose_plugin_src": str(compose_src),
             "paycraft_docker_min_version": "20.10",
             "paycraft_preflight_docker_min_version": "20.10",
+            **TEST_LOCK_VARS,
             "paycraft_backup_scheduler": "none",
             "paycraft_backup_install_packages": False,
         }}}}))

@@ -58,14 +58,19 @@ UPGRADE_STEPS = ("checkout", "images", "migrate", "recreate", "smoke")
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def until(condition, what: str, bound: float = 900.0):
-    """Wait for ``condition``; the bound only stops a broken build from hanging."""
+def until(condition, what: str, bound: float = 900.0, interval: float = 1.0):
+    """Wait for ``condition``; the bound only stops a broken build from hanging.
+
+    Most conditions here read the host through one to three ``docker exec`` each (about 0.05 CPU-s each:
+    the CLI, dockerd and containerd, the command in the host): a look a second, not three, except where a
+    short step is to be caught (``interval``).
+    """
     end = time.monotonic() + bound
     while time.monotonic() < end:
         value = condition()
         if value:
             return value
-        time.sleep(0.3)
+        time.sleep(interval)
     raise AssertionError(f"never happened: {what}")
 
 
@@ -271,6 +276,12 @@ def test_site_and_the_scheduled_backup_during_a_real_upgrade_with_a_writer(live)
             assert after["state"] == "held" and after["renewed_epoch"] > first["renewed_epoch"]
     assert upgrade.returncode == 0, upgrade.output[-6000:]
     assert installed(live) == "v1.1.0"
+    # the operation record of an upgrade that passed (also what an upgrade from an untagged commit records:
+    # tests/integration/site/test_site_from_a_commit_live.py checks its from_version and snapshot up to a rollback)
+    record = live["record"]()
+    assert (record.get("operation"), record.get("from_version"), record.get("to_version"), record.get("status")) \
+        == ("upgrade", "v1.0.0", "v1.1.0", "done"), record
+    assert live["sh"](f"test -f {record.get('snapshot')}/manifest.json").returncode == 0, record
     assert live["free"]() and live["info"]()["state"] == "released"
     counts = writer.stop()
     # every acknowledged write is there; writes were held (503) while the upgrade could still roll back
@@ -283,7 +294,8 @@ def test_rotate_during_a_real_backup_is_refused(live):
     t0 = time.monotonic()
     with live["running"]("backup.yml") as backup:
         until(lambda: (live["info"]().get("step") == "dump" and f":{backup.pid}:" in live["info"]().get("run_id", "")
-                       and not live["free"]()) or backup.poll() is not None, "backup.yml at its dump step")
+                       and not live["free"]()) or backup.poll() is not None, "backup.yml at its dump step",
+              interval=0.3)  # a small database's dump step is short
         with paused(backup):
             assert backup.poll() is None and not live["free"](), live["info"]()
             rc, out = live["play"]("rotate.yml", "-e", "paycraft_rotate_secret=db_password",

@@ -301,6 +301,15 @@ def tools_available(*names: str) -> list[str]:
 # Imported by the test modules as fixture_<name>; pytest registers them under
 # <name> (this directory's conftest.py belongs to the image tests).
 
+# The controller's keeper proves a run alive with an ad-hoc `ansible <host> -m paycraft_lock` every
+# paycraft_lock_pulse_seconds (about 1 CPU-s each: ansible's start, docker exec, the module on the host),
+# for as long as a playbook runs: the disposable hosts' playbooks pulse every 50 s instead of the default 30.
+# The lease (300 s) stays, and so does its margin: a pulse hung to its timeout (max(60, 4 x pulse) s) plus
+# the wait before the next still falls inside it (50 + 200 < 300). tests/integration/lock proves the
+# pulses and the lease themselves with its own short values.
+TEST_LOCK_VARS = {"paycraft_lock_pulse_seconds": 50}
+
+
 SUMMARY = re.compile(r"^✅ migrations: (\d+) applied, (\d+) skipped$", re.M)
 
 

@@ -2,9 +2,15 @@
 
 One disposable Docker-in-Docker host is installed by ``site.yml`` at a commit C (the reference v1.0.0 plus
 one file, never tagged), then ``site.yml`` is run towards a release made on top of C with v1.1.1's broken
-migration: it takes the upgrade path, so a snapshot is taken and the failure rolls back by itself (the
-checkout at C again, the rows written before it still there). Then ``site.yml`` towards a good release on
-top of C (v1.1.0's tree) moves with a snapshot and the operation record says ``upgrade ... done``.
+migration: it takes the upgrade path (the operation record names C as where it came from, a snapshot of C
+is taken) and the failure rolls back by itself to the checkout at C, the rows written before it still there.
+
+What this test no longer runs (a third site.yml towards a good release on top of C, about 40% of its time):
+the upgrade path from C is proved by the run above up to its failing migration, the choice of that path
+for a good release on top of a commit by tests/integration/roles/test_site_from_a_commit.py (C -> v1.1.0:
+direction ``upgrade``, site moves "the safe way"), and an upgrade that passes, its record ``done`` and
+its snapshot, by molecule/rollback (v1.0.0 -> v1.1.0) and tests/integration/lock (a real upgrade with a
+writer). Nothing after the migrations depends on whether the installed version was a tag.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 
-from conftest_release import SERVICES, make_release, require_playbook_on_dind  # noqa: E402
+from conftest_release import SERVICES, TEST_LOCK_VARS, make_release, require_playbook_on_dind  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SNAPSHOTS = "/var/backups/paycraft"
@@ -65,9 +71,7 @@ def test_site_from_an_untagged_commit_takes_the_upgrade_path(tmp_path_factory):
     git(origin, "update-index", "--add", "--cacheinfo", f"100644,{blob},HOTFIX.md", env=index)
     c = commit_on(origin, git(origin, "write-tree", env=index), "v1.0.0^{commit}", "hotfix, never tagged")
     broken = commit_on(origin, "v1.1.1-broken-migration^{tree}", c, "1.1.6: a broken migration")
-    good = commit_on(origin, "v1.1.0^{tree}", c, "1.1.5")
     git(origin, "tag", "v1.1.6-broken", broken)
-    git(origin, "tag", "v1.1.5", good)
 
     with DindHost(base, name=f"paycraft-pytest-sitecommit-{secrets.token_hex(3)}") as host:
         host.load(*(f"paycraft-local/{svc}:ref" for svc in SERVICES))
@@ -82,6 +86,7 @@ def test_site_from_an_untagged_commit_takes_the_upgrade_path(tmp_path_factory):
             "paycraft_docker_compose_plugin_src": str(compose_src),
             "paycraft_docker_min_version": "20.10",
             "paycraft_preflight_docker_min_version": "20.10",
+            **TEST_LOCK_VARS,
         }}}}))
 
         def site(version: str) -> tuple[int, str]:
@@ -112,19 +117,11 @@ def test_site_from_an_untagged_commit_takes_the_upgrade_path(tmp_path_factory):
         assert "Rolled back automatically" in out, out[-6000:]
         assert head() == c
         record = json.loads(sh(host.name, "cat /etc/paycraft/operation.json").stdout)
-        assert record["operation"] == "upgrade" and record["from_version"] == c, record
+        assert (record["operation"], record["from_version"], record["to_version"]) == \
+            ("upgrade", c, "v1.1.6-broken"), record
         assert record["status"] == "rolled_back", record
         assert record["snapshot"].startswith(f"{SNAPSHOTS}/"), record
-        sh(host.name, f"test -f {record['snapshot']}/manifest.json")
-        assert psql("SELECT count(*) FROM public.before_the_move") == "2"
-
-        # towards a good release: moves with a snapshot
-        rc, out = site("v1.1.5")
-        assert rc == 0, out[-6000:]
-        assert head() == good
-        record = json.loads(sh(host.name, "cat /etc/paycraft/operation.json").stdout)
-        assert (record["operation"], record["from_version"], record["to_version"], record["status"]) == \
-            ("upgrade", c, "v1.1.5", "done"), record
+        # the snapshot is of C, taken by the upgrade
         manifest = json.loads(sh(host.name, f"cat {record['snapshot']}/manifest.json").stdout)
-        assert manifest["version"] == c and manifest["kind"] == "upgrade"
+        assert manifest["version"] == c and manifest["kind"] == "upgrade", manifest
         assert psql("SELECT count(*) FROM public.before_the_move") == "2"

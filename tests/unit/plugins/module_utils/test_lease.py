@@ -251,13 +251,34 @@ def test_the_keeper_sees_a_killed_run_within_a_second_not_a_whole_interval():
     class Done:
         returncode = 0
 
-    def alive(pid):  # the run dies 2.5 s into the wait after its first pulse
-        return sum(slept) < 2.5
+    def alive(pid):  # the run dies 32.5 s after the keeper started: 2.5 s into the wait after its first pulse
+        return sum(slept) < 32.5
 
     assert lease.keep(1, 30, ["renew"], ["release"], alive=alive, run=lambda c, **k: calls.append(c[-1]) or Done(),
                       sleep=slept.append, log=print) == "released"
     assert calls == ["renew", "release"]
-    assert sum(slept) <= 3.0, slept
+    assert sum(slept) <= 33.0, slept
+
+
+def test_the_keeper_pulses_first_one_interval_after_the_lock_was_taken():
+    """acquire wrote the first sign of life: a run shorter than the interval costs no ad-hoc Ansible run
+    but the release, and the first pulse of a longer one comes after a whole interval."""
+    slept, calls = [], []
+
+    class Done:
+        returncode = 0
+
+    def run(cmd, **kw):
+        calls.append((cmd[-1], sum(slept)))
+        return Done()
+
+    assert lease.keep(1, 30, ["renew"], ["release"], alive=lambda pid: sum(slept) < 20, run=run,
+                      sleep=slept.append, log=print) == "released"
+    assert calls == [("release", 20)]
+    calls.clear(), slept.clear()
+    assert lease.keep(1, 30, ["renew"], ["release"], alive=lambda pid: sum(slept) < 70, run=run,
+                      sleep=slept.append, log=print) == "released"
+    assert calls == [("renew", 30), ("renew", 60), ("release", 70)]
 
 
 def test_the_keeper_commands_are_ad_hoc_runs_of_paycraft_lock_with_the_runs_inventory():
