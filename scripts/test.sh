@@ -13,8 +13,9 @@
 #                              subset below (7 trials: upgrade and rollback.yml killed, each playbook as the
 #                              next run; ~21 min of trials at load 5-9, ~3.5 more than the 5 upgrade trials it
 #                              had), which keeps it near CI's time. `molecule test -s kill` run by hand
-#                              runs every trial; PAYCRAFT_KILL_TRIALS names trials explicitly. rotate-kill
-#                              runs all 8 of its trials (~13 min).
+#                              runs every trial; PAYCRAFT_KILL_TRIALS names trials explicitly. The same
+#                              setting runs every one of rotate-kill's 11 trials; without it the 8 below
+#                              (PAYCRAFT_ROTATE_KILL_TRIALS names them explicitly).
 #   PAYCRAFT_TEST_SERIAL=1     one thing at a time: the Molecule scenarios after pytest instead of beside
 #                              it, and one pytest process (a whole run otherwise starts a second one
 #                              for the longest self-contained modules: side_paths below)
@@ -43,6 +44,13 @@ step() { printf '\n=== %s\n' "$*"; }
 # rollback steps (2, 6, 8, 9, 11-14).
 if [ "${PAYCRAFT_KILL_MATRIX:-}" != full ]; then
   export PAYCRAFT_KILL_TRIALS=${PAYCRAFT_KILL_TRIALS-1,4,5,7,10,15,16}
+fi
+# rotate-kill's subset: both secrets, a kill at each of its points (the hold present, started, applied)
+# and each next run (site.yml, rotate.yml, its revert, backup.yml, upgrade.yml, rollback.yml) at least
+# once. Left out: dba, dbx and jws, each the same kill and next run as jwa, jwx and dbs for the other
+# secret.
+if [ "${PAYCRAFT_KILL_MATRIX:-}" != full ]; then
+  export PAYCRAFT_ROTATE_KILL_TRIALS=${PAYCRAFT_ROTATE_KILL_TRIALS-dbh,dbs,jwh,jwa,jwx,dbb,dbu,jwr}
 fi
 
 # Tests converge on disposable hosts only; this proves it: a PayCraft install on
