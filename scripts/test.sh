@@ -11,7 +11,7 @@
 #   PAYCRAFT_KILL_MATRIX=full  every trial of the upgrade/rollback kill -9 matrix (molecule kill: 16 trials,
 #                              ~50 min on a loaded 2-core machine). Without it a whole run takes the covering
 #                              subset below (7 trials: upgrade and rollback.yml killed, each playbook as the
-#                              next run; ~21 min of trials at load 5-9, ~3.5 more than the 5 upgrade trials it
+#                              next run; 12.5 min of trials at load 2-3, ~21 at load 5-9, ~3.5 more than the 5 upgrade trials it
 #                              had), which keeps it near CI's time. `molecule test -s kill` run by hand
 #                              runs every trial; PAYCRAFT_KILL_TRIALS names trials explicitly. The same
 #                              setting runs every one of rotate-kill's 11 trials; without it the 8 below
