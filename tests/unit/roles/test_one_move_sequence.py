@@ -90,8 +90,9 @@ def test_the_restore_block_exists_once():
     assert restores == ["roles/release/tasks/move_restore.yml"]
     keeps = where(lambda t: t.get("ansible.builtin.include_tasks") == "keep_current.yml")
     assert keeps == ["roles/release/tasks/move_keep.yml"], "the copy before a restore is taken in one place"
-    checkouts = [c for c in where(lambda t: "ansible.builtin.git" in t) if c.startswith("roles/release/")]
-    assert checkouts == ["roles/release/tasks/move_checkout.yml"], "the release role checks out in one place"
+    checkouts = where(lambda t: (t.get("ansible.builtin.include_role") or {}).get("name") == "paycraft.selfhost.source")
+    assert [c for c in checkouts if c.startswith("roles/release/tasks/move")] == [
+        "roles/release/tasks/move_checkout.yml"] * 2, "the move checks out in one place (the source role's two entries)"
     assert not (TASKS / "restore.yml").exists()
 
 

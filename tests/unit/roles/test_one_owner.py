@@ -40,6 +40,14 @@ def test_one_gateway_reload():
     assert includes == [], f"a role's own gateway reload: {includes}"
 
 
+def test_only_the_source_role_checks_code_out():
+    checkouts = hits(re.compile(r"ansible\.builtin\.git:|\bgit,\s*(-C,\s*\S+,\s*)?checkout\b"))
+    assert checkouts, "the pattern finds nothing at all: it is broken"
+    others = [h for h in checkouts if not h.startswith("roles/source/tasks/")]
+    assert others == [], f"a checkout outside the source role: {others}; include_role paycraft.selfhost.source " \
+                         "(tasks_from: back for a move back) instead"
+
+
 def test_the_entry_points_have_argument_specs():
     specs = yaml.safe_load((ROLES / "stack" / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     assert {"compose", "gateway_reload"} <= set(specs)
