@@ -348,7 +348,7 @@ def provisioned(args, gib: float):
     """A disposable DinD host with --from installed (and grown to ``gib``): (host object, inventory)."""
     sys.path.insert(0, os.path.join(REPO, "tests"))
     sys.path.insert(0, os.path.join(REPO, "tests", "integration", "reference"))
-    from conftest_release import SERVICES, make_release, require_playbook_on_dind
+    from conftest_release import SERVICES, make_release, reference_host_vars, require_playbook_on_dind
     from paycraft_dind import DindHost
 
     compose_src = require_playbook_on_dind()
@@ -362,20 +362,9 @@ def provisioned(args, gib: float):
         host.load(*(f"paycraft-local/{svc}:ref" for svc in SERVICES))
         inventory = os.path.join(args.work, f"inventory-{host.name}.json")
         with open(inventory, "w", encoding="utf-8") as fh:
-            json.dump({"paycraft": {"hosts": {host.name: {
-                "ansible_connection": "community.docker.docker",
-                "ansible_python_interpreter": "/usr/bin/python3",
-                "paycraft_source_repo": f"file://{origin}",
-                "paycraft_version": args.from_version,
-                "paycraft_images": {svc: f"paycraft-local/{svc}:ref" for svc in SERVICES},
-                "paycraft_stack_pull": "never",
-                "paycraft_docker_install_method": "distribution",
-                "paycraft_docker_compose_plugin_src": str(compose_src),
-                "paycraft_docker_min_version": "20.10",
-                "paycraft_preflight_docker_min_version": "20.10",
-                "paycraft_backup_scheduler": "none",
-                "paycraft_backup_install_packages": False,
-            }}}}, fh)
+            json.dump({"paycraft": {"hosts": {host.name: reference_host_vars(
+                origin, compose_src, version=args.from_version, paycraft_backup_scheduler="none",
+                paycraft_backup_install_packages=False)}}}, fh)
         run_playbook(inventory, "site.yml", [], [])
         print(f"  host {host.name}: {args.from_version} installed in {time.monotonic() - t0:.0f} s", flush=True)
         label = grow(host.name, gib) if gib > 0 else "demo data"

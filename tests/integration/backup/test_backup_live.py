@@ -36,7 +36,15 @@ from paycraft_testlib import missing
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 
-from conftest_release import SERVICES, TEST_LOCK_VARS, http, make_release, require_playbook_on_dind, signup, wait_http  # noqa: E402
+from conftest_release import (  # noqa: E402
+    SERVICES,
+    http,
+    make_release,
+    reference_host_vars,
+    require_playbook_on_dind,
+    signup,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BACKUPS = "/var/backups/paycraft-backups"
@@ -67,19 +75,8 @@ def live(tmp_path_factory):
     with DindHost(base, name=f"paycraft-pytest-backup-{secrets.token_hex(3)}") as host:
         host.load(*(f"paycraft-local/{svc}:ref" for svc in SERVICES))
         inventory = root / "inventory.yml"
-        inventory.write_text(json.dumps({"paycraft": {"hosts": {host.name: {
-            "ansible_connection": "community.docker.docker",
-            "ansible_python_interpreter": "/usr/bin/python3",
-            "paycraft_source_repo": f"file://{origin}",
-            "paycraft_version": "v1.0.0",
-            "paycraft_images": {svc: f"paycraft-local/{svc}:ref" for svc in SERVICES},
-            "paycraft_stack_pull": "never",
-            "paycraft_docker_install_method": "distribution",
-            "paycraft_docker_compose_plugin_src": str(compose_src),
-            "paycraft_docker_min_version": "20.10",
-            "paycraft_preflight_docker_min_version": "20.10",
-            **TEST_LOCK_VARS,
-        }}}}))
+        hostvars = reference_host_vars(origin, compose_src)
+        inventory.write_text(json.dumps({"paycraft": {"hosts": {host.name: hostvars}}}))
 
         def play(playbook: str, *extra: str) -> tuple[int, str]:
             env = {**_controller_env(), "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", ""),

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "tests" / "integration" / "reference"))
 
-from conftest_release import SERVICES, make_release, require_playbook_on_dind, wait_http  # noqa: E402
+from conftest_release import SERVICES, make_release, reference_host_vars, require_playbook_on_dind, wait_http  # noqa: E402
 
 WRITER = REPO / "tests" / "paycraft_writer.py"
 LOCK = "/etc/paycraft/operation.json.lock"
@@ -130,24 +130,11 @@ def live(tmp_path_factory):
     with DindHost(tmp_path_factory.getbasetemp(), name=f"paycraft-pytest-lock-{secrets.token_hex(3)}") as host:
         host.load(*(f"paycraft-local/{svc}:ref" for svc in SERVICES))
         inventory = root / "inventory.yml"
-        inventory.write_text(json.dumps({"paycraft": {"hosts": {host.name: {
-            "ansible_connection": "community.docker.docker",
-            "ansible_python_interpreter": "/usr/bin/python3",
-            "paycraft_source_repo": f"file://{origin}",
-            "paycraft_version": "v1.0.0",
-            "paycraft_images": {svc: f"paycraft-local/{svc}:ref" for svc in SERVICES},
-            "paycraft_stack_pull": "never",
-            "paycraft_docker_install_method": "distribution",
-            "paycraft_docker_compose_plugin_src": str(compose_src),
-            "paycraft_docker_min_version": "20.10",
-            "paycraft_preflight_docker_min_version": "20.10",
-            "paycraft_lock_heartbeat_seconds": 1,
-            "paycraft_lock_pulse_seconds": PULSE,
-            "paycraft_lock_lease_seconds": LEASE,
-            "paycraft_lock_keeper_log": str(root / "keeper.log"),
-            "paycraft_backup_scheduler": "none",
-            "paycraft_backup_install_packages": False,
-        }}}}))
+        hostvars = reference_host_vars(origin, compose_src, paycraft_lock_heartbeat_seconds=1,
+                                       paycraft_lock_pulse_seconds=PULSE, paycraft_lock_lease_seconds=LEASE,
+                                       paycraft_lock_keeper_log=str(root / "keeper.log"),
+                                       paycraft_backup_scheduler="none", paycraft_backup_install_packages=False)
+        inventory.write_text(json.dumps({"paycraft": {"hosts": {host.name: hostvars}}}))
         env = {**_controller_env(), "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", ""),
                "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
 

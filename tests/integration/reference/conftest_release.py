@@ -310,6 +310,29 @@ def tools_available(*names: str) -> list[str]:
 TEST_LOCK_VARS = {"paycraft_lock_pulse_seconds": 50}
 
 
+def reference_host_vars(origin, compose_src, version: str | None = "v1.0.0", **extra) -> dict:
+    """The inventory variables of a disposable Docker-in-Docker host converged from the reference release
+    (``origin``, a file:// repository) with the local reference images: Docker from the distribution, the
+    compose plugin from ``compose_src``, Docker 20.10 allowed, the test hosts' lock pulse. ``version`` None
+    leaves ``paycraft_version`` to the command line; ``extra`` adds or overrides variables."""
+    hostvars = {
+        "ansible_connection": "community.docker.docker",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "paycraft_source_repo": f"file://{origin}",
+        "paycraft_images": {svc: f"paycraft-local/{svc}:ref" for svc in SERVICES},
+        "paycraft_stack_pull": "never",
+        "paycraft_docker_install_method": "distribution",
+        "paycraft_docker_compose_plugin_src": str(compose_src),
+        "paycraft_docker_min_version": "20.10",
+        "paycraft_preflight_docker_min_version": "20.10",
+        **TEST_LOCK_VARS,
+    }
+    if version:
+        hostvars["paycraft_version"] = version
+    hostvars.update(extra)
+    return hostvars
+
+
 SUMMARY = re.compile(r"^✅ migrations: (\d+) applied, (\d+) skipped$", re.M)
 
 

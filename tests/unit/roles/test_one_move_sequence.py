@@ -120,3 +120,16 @@ def test_the_hold_is_the_sequences_own_only_where_the_caller_does_not_hold():
     assert steps["restore"].index("hold") < steps["restore"].index("keep") < steps["restore"].index("restore")
     for kind in ("rollback", "restore"):  # writes flow only once the restored stack is up
         assert steps[kind].index("restore") < steps[kind].index("unhold") < steps[kind].index("smoke")
+
+
+def test_the_move_back_names_its_version_outside_paycraft_version():
+    """An operator's -e paycraft_version=<the new tag> outranks an include's vars: a move back that took its
+    version through paycraft_version would check the failed version out again (seen: site.yml from an
+    untagged commit, rolled back, left at the broken tag)."""
+    tasks = yaml.safe_load((TASKS / "move_checkout.yml").read_text())
+    back = [t for t in tasks if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "back"]
+    assert len(back) == 1
+    assert "paycraft_version" not in back[0].get("vars", {})
+    assert back[0]["vars"]["_paycraft_source_back_version"] == "{{ _release_move_version }}"
+    entry = yaml.safe_load((REPO / "roles" / "source" / "tasks" / "back.yml").read_text())
+    assert "paycraft_version" not in yaml.safe_dump(entry).replace("_paycraft_source_back_version", "")
