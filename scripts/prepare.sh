@@ -90,6 +90,24 @@ if [ -n "$backup_pkgs" ]; then
   apt_install $backup_pkgs
 fi
 
+# --- 5c. promtool (the alert rules' unit tests: promtool check/test rules) ------
+# Taken out of Debian's prometheus package into the venv, not installed: installing the package would
+# start a Prometheus server on this machine.
+if [ ! -x "$VENV/bin/promtool" ]; then
+  if command -v promtool >/dev/null 2>&1; then
+    ln -sfn "$(command -v promtool)" "$VENV/bin/promtool"
+  else
+    prom_tmp=$(mktemp -d)
+    (cd "$prom_tmp" && apt-get download prometheus >/dev/null 2>&1) \
+      || { apt-get update -q >/dev/null && (cd "$prom_tmp" && apt-get download prometheus >/dev/null); } \
+      || die "could not download Debian's prometheus package for promtool; run: apt-get download prometheus"
+    dpkg-deb -x "$prom_tmp"/prometheus_*.deb "$prom_tmp/root"
+    install -m 0755 "$prom_tmp/root/usr/bin/promtool" "$VENV/bin/promtool"
+    rm -rf "$prom_tmp"
+    say "promtool $("$VENV/bin/promtool" --version 2>&1 | head -n1 | cut -d' ' -f3) in $VENV/bin"
+  fi
+fi
+
 # --- 7. the test clients' npm packages -----------------------------------------
 # The real supabase-js client the Molecule scenarios drive (tests/clients). Installed
 # once from the lock file and kept: later runs do not reach the npm registry.
