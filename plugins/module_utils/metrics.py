@@ -200,25 +200,36 @@ def container_families(inspected: list) -> list:
     return [running, restarting, restarts]
 
 
-def inspect_containers(run=subprocess.run, prefix: str = "paycraft_") -> list:
+def local_runner(argv, cwd=None, timeout=None):
+    """A runner (module_utils/_cli.py's convention: argv -> (rc, stdout, stderr)) for the scheduled collector,
+    which runs without Ansible; a missing binary is rc 127."""
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout or 30)
+    except FileNotFoundError as exc:
+        return 127, "", str(exc)
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{' '.join(argv)} did not answer within {timeout or 30}s"
+    return res.returncode, res.stdout, res.stderr
+
+
+def inspect_containers(runner, prefix: str = "paycraft_") -> list:
     """``docker inspect`` of every container whose name starts with ``prefix`` (running or not)."""
-    ps = run(["docker", "ps", "--all", "--filter", f"name=^/{prefix}", "--format", "{{.Names}}"],
-             capture_output=True, text=True)
-    if ps.returncode != 0:
-        raise MetricsError(f"docker ps failed: {(ps.stderr or '').strip()[:300]}")
-    names = [n for n in ps.stdout.split() if n.startswith(prefix)]
+    rc, out, err = runner(["docker", "ps", "--all", "--filter", f"name=^/{prefix}", "--format", "{{.Names}}"])
+    if rc != 0:
+        raise MetricsError(f"docker ps failed: {(err or '').strip()[:300]}")
+    names = [n for n in out.split() if n.startswith(prefix)]
     if not names:
         return []
-    res = run(["docker", "inspect", *names], capture_output=True, text=True)
-    if res.returncode != 0:
+    rc, out, err = runner(["docker", "inspect", *names])
+    if rc != 0:
         # a container removed between the two calls: inspect what is left, one at a time
-        out = []
+        found = []
         for name in names:
-            one = run(["docker", "inspect", name], capture_output=True, text=True)
-            if one.returncode == 0:
-                out += json.loads(one.stdout or "[]")
-        return out
-    return json.loads(res.stdout or "[]")
+            rc, out, err = runner(["docker", "inspect", name])
+            if rc == 0:
+                found += json.loads(out or "[]")
+        return found
+    return json.loads(out or "[]")
 
 
 # --- the results file ---------------------------------------------------------------------------
@@ -235,9 +246,10 @@ def record_result(path: str, kind: str, ok: bool, at: str, detail: str = "") -> 
 
 # --- collecting and writing ---------------------------------------------------------------------
 
-def collect(cfg: dict, run=subprocess.run, lock_status=None, clock=time.time) -> list:
+def collect(cfg: dict, runner=local_runner, lock_status=None, clock=time.time) -> list:
     """Every family, from the paths in ``cfg``: operation_file, lock_file, backup_dir, results_file;
-    ``containers: false`` leaves the engine out. ``lock_status(lock)`` is lease.status (injected)."""
+    ``containers: false`` leaves the engine out. ``runner`` runs docker (module_utils/_cli.py's convention);
+    ``lock_status(lock)`` is lease.status (injected)."""
     families = []
     families += operation_families(_read_json(cfg["operation_file"]) if cfg.get("operation_file") else {})
     if cfg.get("lock_file") and lock_status is not None:
@@ -249,7 +261,7 @@ def collect(cfg: dict, run=subprocess.run, lock_status=None, clock=time.time) ->
     if cfg.get("results_file"):
         families += result_families(_read_json(cfg["results_file"]))
     if cfg.get("containers", True):
-        families += container_families(inspect_containers(run))
+        families += container_families(inspect_containers(runner))
     families.append(Family("paycraft_metrics_collected_timestamp_seconds", "gauge",
                            "When this file was written (a stale file means the collector stopped)").add(int(clock())))
     return families

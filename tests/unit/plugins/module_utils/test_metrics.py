@@ -200,14 +200,14 @@ class FakeDocker:
     def __init__(self, names, inspect_rc=0):
         self.names, self.inspect_rc, self.calls = names, inspect_rc, []
 
-    def __call__(self, argv, capture_output=True, text=True):
+    def __call__(self, argv, cwd=None, timeout=None):
         self.calls.append(argv)
         if argv[1] == "ps":
-            return subprocess.CompletedProcess(argv, 0, "\n".join(self.names) + "\n", "")
+            return 0, "\n".join(self.names) + "\n", ""
         if len(argv) > 3 and self.inspect_rc:
-            return subprocess.CompletedProcess(argv, self.inspect_rc, "", "Error: No such object: paycraft_gone")
+            return self.inspect_rc, "", "Error: No such object: paycraft_gone"
         found = [{"Name": "/" + n, "State": {"Running": True}} for n in argv[2:] if n != "paycraft_gone"]
-        return subprocess.CompletedProcess(argv, 0 if found else 1, json.dumps(found), "")
+        return (0 if found else 1), json.dumps(found), ""
 
 
 def test_inspect_reads_every_paycraft_container():
@@ -221,9 +221,15 @@ def test_inspect_survives_a_container_removed_meanwhile():
     assert [c["Name"] for c in metrics.inspect_containers(docker)] == ["/paycraft_db", "/paycraft_kong"]
 
 
+def test_the_local_runner_runs_real_commands():
+    assert metrics.local_runner(["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
+    assert metrics.local_runner(["no-such-binary-here"])[0] == 127
+    assert metrics.local_runner(["sleep", "5"], timeout=0.2)[0] == 124
+
+
 def test_no_engine_is_an_error():
-    def broken(argv, capture_output=True, text=True):
-        return subprocess.CompletedProcess(argv, 1, "", "Cannot connect to the Docker daemon")
+    def broken(argv, cwd=None, timeout=None):
+        return 1, "", "Cannot connect to the Docker daemon"
 
     with pytest.raises(metrics.MetricsError, match="Cannot connect to the Docker daemon"):
         metrics.inspect_containers(broken)
