@@ -90,6 +90,26 @@ if [ -n "$backup_pkgs" ]; then
   apt_install $backup_pkgs
 fi
 
+# --- 5c. promtool and amtool (the alert rules' tests; the monitoring configuration's checks) ---------
+# Taken out of Debian's prometheus and prometheus-alertmanager packages into the venv, not installed:
+# installing the packages would start a Prometheus and an Alertmanager on this machine.
+for pair in promtool:prometheus amtool:prometheus-alertmanager; do
+  tool=${pair%%:*} pkg=${pair#*:}
+  [ -x "$VENV/bin/$tool" ] && continue
+  if command -v "$tool" >/dev/null 2>&1; then
+    ln -sfn "$(command -v "$tool")" "$VENV/bin/$tool"
+    continue
+  fi
+  deb_tmp=$(mktemp -d)
+  (cd "$deb_tmp" && apt-get download "$pkg" >/dev/null 2>&1) \
+    || { apt-get update -q >/dev/null && (cd "$deb_tmp" && apt-get download "$pkg" >/dev/null); } \
+    || die "could not download Debian's $pkg package for $tool; run: apt-get download $pkg"
+  dpkg-deb -x "$deb_tmp/${pkg}"_*.deb "$deb_tmp/root"
+  install -m 0755 "$deb_tmp/root/usr/bin/$tool" "$VENV/bin/$tool"
+  rm -rf "$deb_tmp"
+  say "$tool $("$VENV/bin/$tool" --version 2>&1 | head -n1 | cut -d' ' -f3) in $VENV/bin (from Debian's $pkg)"
+done
+
 # --- 7. the test clients' npm packages -----------------------------------------
 # The real supabase-js client the Molecule scenarios drive (tests/clients). Installed
 # once from the lock file and kept: later runs do not reach the npm registry.

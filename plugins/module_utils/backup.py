@@ -1107,11 +1107,33 @@ def cli(argv: list[str] | None = None, clock=time.time, sleep=time.sleep) -> int
                      protect=tuple(filter(None, [snapshot.recorded_snapshot(
                          cfg.get("operation_file") or "/etc/paycraft/operation.json")])))
     except (OSError, ValueError, KeyError, SnapshotError) as exc:
-        print(redact.mask_url(f"paycraft-backup on {host} FAILED: {exc}"), file=sys.stderr)
+        failure = redact.mask_url(f"paycraft-backup on {host} FAILED: {exc}")
+        print(failure, file=sys.stderr)
+        _record_result(cfg, False, failure)
         return 1
     finally:
         if lock:
             lease.release(lock, run_id)
     for line in run_lines(result):
         print(f"paycraft-backup on {host}: {line}")
+    _record_result(cfg, True, (result.get("backup") or {}).get("name") or "")
     return 0
+
+
+def _record_result(cfg: dict, ok: bool, detail: str) -> None:
+    """The run's result in the results file the host's metrics read (``results_file`` of backup.json; issue #35).
+    Never fails the run: a backup taken is not undone by a metrics file that cannot be written."""
+    path = cfg.get("results_file")
+    if not path:
+        return
+    import sys
+
+    try:
+        from ansible_collections.paycraft.selfhost.plugins.module_utils import metrics
+    except ImportError as exc:
+        print(f"paycraft-backup: the result was not recorded in {path}: {exc}", file=sys.stderr)
+        return
+    try:
+        metrics.record_result(path, "backup", ok, snapshot.utc_iso(), detail)
+    except (OSError, ValueError, metrics.MetricsError) as exc:
+        print(f"paycraft-backup: the result was not recorded in {path}: {exc}", file=sys.stderr)

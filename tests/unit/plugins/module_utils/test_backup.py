@@ -560,3 +560,34 @@ def test_a_backup_whose_dump_fills_the_disk_removes_it_and_says_what_to_do(tmp_p
     assert msg.startswith(f"the backup did not fit in {backups}: the disk filled after ")
     assert "77 bytes are free there now" in msg and "run the same command again" in msg
     assert os.listdir(backups) == []
+
+
+def test_the_scheduled_command_records_its_result_for_the_metrics(tmp_path, db, capsys, monkeypatch):
+    """results_file in backup.json: a failed run and then a good one, as the host's metrics read them (issue #35)."""
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import metrics
+
+    backups = tmp_path / "backups"
+    results = tmp_path / "results.json"
+    cfg = tmp_path / "backup.json"
+    monkeypatch.setattr(b, "Database", lambda *a, **k: db)
+    cfg.write_text(json.dumps({"backup_dir": str(backups), "container": "", "reserve_mb": 1 << 30,
+                               "results_file": str(results)}))
+    assert b.cli(["--config", str(cfg)]) == 1
+    failed = json.loads(results.read_text())["backup"]
+    assert failed["ok"] is False and "not enough disk for the backup" in failed["detail"]
+    assert metrics.epoch(failed["at"]) is not None
+    cfg.write_text(json.dumps({"backup_dir": str(backups), "container": "", "results_file": str(results)}))
+    assert b.cli(["--config", str(cfg)]) == 0
+    done = json.loads(results.read_text())["backup"]
+    assert done["ok"] is True and done["detail"] in os.listdir(backups)
+
+
+def test_a_results_file_that_cannot_be_written_does_not_fail_the_backup(tmp_path, db, capsys, monkeypatch):
+    backups = tmp_path / "backups"
+    cfg = tmp_path / "backup.json"
+    monkeypatch.setattr(b, "Database", lambda *a, **k: db)
+    cfg.write_text(json.dumps({"backup_dir": str(backups), "container": "",
+                               "results_file": str(tmp_path / "no-such-dir" / "results.json")}))
+    assert b.cli(["--config", str(cfg)]) == 0
+    assert "the result was not recorded" in capsys.readouterr().err
+    assert len(b.list_backups(str(backups))) == 1

@@ -24,9 +24,9 @@ def _doc(name):
 
 def test_every_module_is_checked():
     assert MODULES == ["paycraft_backup", "paycraft_converged", "paycraft_doctor", "paycraft_gateway_config",
-                       "paycraft_keys", "paycraft_lock", "paycraft_logs", "paycraft_migrate", "paycraft_operation",
-                       "paycraft_preflight", "paycraft_release_check", "paycraft_rotate", "paycraft_smoke",
-                       "paycraft_smoke_tenant", "paycraft_snapshot", "paycraft_write_hold"]
+                       "paycraft_keys", "paycraft_lock", "paycraft_logs", "paycraft_metrics", "paycraft_migrate",
+                       "paycraft_operation", "paycraft_preflight", "paycraft_release_check", "paycraft_rotate",
+                       "paycraft_smoke", "paycraft_smoke_tenant", "paycraft_snapshot", "paycraft_write_hold"]
 
 
 @pytest.mark.parametrize("name", MODULES)
