@@ -3,7 +3,8 @@
 #
 #   reference/build-images.sh [--print-times] [--no-cache] [SERVICE ...]
 #
-# SERVICE is any of: db auth rest kong edge-runtime dashboard proxy (default: all).
+# SERVICE is any of: db auth rest kong edge-runtime dashboard proxy (default: all), or db17 (the db
+# image with Postgres 17 from Debian trixie; its base comes from PAYCRAFT_TRIXIE_BASE=1 scripts/prepare.sh).
 # Images are tagged ${PAYCRAFT_IMAGE_PREFIX}<service>:${PAYCRAFT_IMAGE_TAG}
 # (default paycraft-local/<service>:ref) and built FROM ${PAYCRAFT_BASE_IMAGE}
 # (default paycraft-local/debian:bookworm). Nothing is pulled. Re-running is
@@ -22,9 +23,17 @@ base="${PAYCRAFT_BASE_IMAGE:-paycraft-local/debian:bookworm}"
 prefix="${PAYCRAFT_IMAGE_PREFIX:-paycraft-local/}"
 tag="${PAYCRAFT_IMAGE_TAG:-ref}"
 all_services=(db auth rest kong edge-runtime dashboard proxy)
+# variants: an image built from another service's recipe with other build args (not in the default set)
+#   db17  the db recipe with Debian trixie's postgresql-17 (the Postgres 17 stand-in for major upgrades);
+#         its base is PAYCRAFT_TRIXIE_IMAGE (default paycraft-local/debian:trixie), made by
+#         PAYCRAFT_TRIXIE_BASE=1 bash scripts/prepare.sh
+trixie="${PAYCRAFT_TRIXIE_IMAGE:-paycraft-local/debian:trixie}"
+declare -A variant_dir=([db17]=db)
+declare -A variant_base=([db17]="$trixie")
+declare -A variant_args=([db17]="PG_MAJOR=17")
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 print_times=0
@@ -37,8 +46,8 @@ for arg in "$@"; do
         -h|--help) usage; exit 0 ;;
         -*) echo "build-images.sh: unknown option '$arg'" >&2; usage >&2; exit 2 ;;
         *)
-            if [ ! -f "$here/images/$arg/Dockerfile" ]; then
-                echo "build-images.sh: unknown service '$arg' (expected one of: ${all_services[*]})" >&2
+            if [ ! -f "$here/images/${variant_dir[$arg]:-$arg}/Dockerfile" ]; then
+                echo "build-images.sh: unknown service '$arg' (expected one of: ${all_services[*]} ${!variant_dir[*]})" >&2
                 exit 2
             fi
             services+=("$arg") ;;
@@ -66,16 +75,24 @@ declare -A took
 total_start=$(now)
 for svc in "${services[@]}"; do
     image="${prefix}${svc}:${tag}"
-    echo "==> building $image (from $base)"
+    dir="${variant_dir[$svc]:-$svc}"
+    from="${variant_base[$svc]:-$base}"
+    if ! docker image inspect "$from" >/dev/null 2>&1; then
+        echo "build-images.sh: base image '$from' of $svc is not present on this engine." >&2
+        echo "Build it first: PAYCRAFT_TRIXIE_BASE=1 bash scripts/prepare.sh" >&2
+        exit 1
+    fi
+    echo "==> building $image (from $from)"
     start=$(now)
     # The legacy builder (engine 20.10, no buildx) prints its progress; keep it
     # on stderr so that stdout carries only the summary.
-    args=(--build-arg "BASE_IMAGE=$base")
+    args=(--build-arg "BASE_IMAGE=$from")
+    for kv in ${variant_args[$svc]:-}; do args+=(--build-arg "$kv"); done
     [ -z "${PAYCRAFT_BUILD_NETWORK:-}" ] || args+=(--network "$PAYCRAFT_BUILD_NETWORK")
-    if grep -q '^ARG EXTRA_CA_CERTS' "$here/images/$svc/Dockerfile"; then
+    if grep -q '^ARG EXTRA_CA_CERTS' "$here/images/$dir/Dockerfile"; then
         args+=(--build-arg "EXTRA_CA_CERTS=$extra_ca" --build-arg "NPM_REGISTRY=${PAYCRAFT_NPM_REGISTRY:-}")
     fi
-    if ! docker build ${build_opts[@]+"${build_opts[@]}"} "${args[@]}" -t "$image" "$here/images/$svc" >&2; then
+    if ! docker build ${build_opts[@]+"${build_opts[@]}"} "${args[@]}" -t "$image" "$here/images/$dir" >&2; then
         echo "build-images.sh: building $image failed (see the output above)" >&2
         exit 1
     fi

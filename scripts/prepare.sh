@@ -10,7 +10,8 @@
 #      `docker compose` is missing
 #   5. PostgreSQL 15 server binaries (for the test fixture)
 #   6. the local Debian base image (debootstrap + docker import) when the
-#      engine does not have it yet
+#      engine does not have it yet; with PAYCRAFT_TRIXIE_BASE=1 a trixie one too
+#      (the Postgres 17 reference image, reference/build-images.sh db17)
 #   7. the test clients' npm packages (tests/clients/node_modules: `npm ci`
 #      from package-lock.json when they are missing or the lock changed; Node.js
 #      and npm from Debian when the machine has none)
@@ -18,6 +19,7 @@
 # Environment:
 #   PAYCRAFT_VENV        virtual environment path      (default: <repo>/.venv)
 #   PAYCRAFT_BASE_IMAGE  local base image tag          (default: paycraft-local/debian:bookworm)
+#   PAYCRAFT_TRIXIE_IMAGE   trixie base image tag      (default: paycraft-local/debian:trixie)
 #   PAYCRAFT_DEBIAN_MIRROR  mirror for debootstrap     (default: the host's own apt source)
 #   PAYCRAFT_SKIP_DOCKER=1  only steps 1, 2, 5 and 7
 set -euo pipefail
@@ -25,6 +27,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${PAYCRAFT_VENV:-$REPO/.venv}
 BASE_IMAGE=${PAYCRAFT_BASE_IMAGE:-paycraft-local/debian:bookworm}
+TRIXIE_IMAGE=${PAYCRAFT_TRIXIE_IMAGE:-paycraft-local/debian:trixie}
 MIRROR=${PAYCRAFT_DEBIAN_MIRROR:-}
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
 
@@ -158,8 +161,14 @@ if ! docker compose version >/dev/null 2>&1; then
   say "installed Compose plugin: $(docker compose version --short)"
 fi
 
-# --- 6. local Debian base image ---------------------------------------------
-if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+# --- 6. local Debian base images -------------------------------------------
+# bookworm always; trixie (the Postgres 17 reference image's base: reference/build-images.sh db17) when
+# PAYCRAFT_TRIXIE_BASE=1
+base_images=("bookworm=$BASE_IMAGE")
+[ "${PAYCRAFT_TRIXIE_BASE:-0}" != 1 ] || base_images+=("trixie=$TRIXIE_IMAGE")
+for pair in "${base_images[@]}"; do
+  suite=${pair%%=*} image=${pair#*=}
+  docker image inspect "$image" >/dev/null 2>&1 && continue
   command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
   rootfs=$(mktemp -d /var/tmp/paycraft-rootfs.XXXXXX)
   trap 'rm -rf "$rootfs"' EXIT
@@ -169,13 +178,15 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     MIRROR=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
     [ -n "$MIRROR" ] || MIRROR=$(awk '$1=="deb" && $2 !~ /^\[/ && $2 ~ /\/debian$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
   fi
-  say "debootstrap bookworm (minbase) into $rootfs ${MIRROR:+from $MIRROR}"
+  say "debootstrap $suite (minbase) into $rootfs ${MIRROR:+from $MIRROR}"
   # shellcheck disable=SC2086 # an empty MIRROR must vanish
-  debootstrap --variant=minbase bookworm "$rootfs" $MIRROR >/var/log/paycraft-debootstrap.log 2>&1 \
-    || die "debootstrap failed; see /var/log/paycraft-debootstrap.log"
+  debootstrap --variant=minbase "$suite" "$rootfs" $MIRROR >"/var/log/paycraft-debootstrap-$suite.log" 2>&1 \
+    || die "debootstrap $suite failed; see /var/log/paycraft-debootstrap-$suite.log"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
-  say "imported base image $BASE_IMAGE"
-fi
+  tar -C "$rootfs" -c . | docker import - "$image" >/dev/null
+  rm -rf "$rootfs"
+  trap - EXIT
+  say "imported base image $image"
+done
 
 say "done in ${SECONDS}s"

@@ -23,7 +23,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-bash scripts/prepare.sh
+# the trixie base too: the Postgres 17 reference image (reference/build-images.sh db17) is built from it
+PAYCRAFT_TRIXIE_BASE=1 bash scripts/prepare.sh
 VENV=${PAYCRAFT_VENV:-$REPO/.venv}
 export PATH="$VENV/bin:$PATH"
 export PAYCRAFT_STRICT=1

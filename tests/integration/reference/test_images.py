@@ -199,7 +199,29 @@ def stack(ref_images):
 # --- db ---------------------------------------------------------------------------
 
 def test_db_bootstrap_objects_exist(stack):
-    with psycopg2.connect(**db_params(stack["db"])) as conn, conn.cursor() as cur:
+    check_bootstrap(stack["db"])
+
+
+def test_db17_keeps_the_same_contract(net):
+    """The Postgres 17 stand-in (build-images.sh db17, Debian trixie's postgresql-17) boots the same bootstrap:
+    the major-version upgrade path moves data between the two (issue #36)."""
+    built = subprocess.run([str(BUILD_IMAGES), "db17"], capture_output=True, text=True, timeout=1800)
+    if built.returncode != 0:
+        pytest.fail(f"reference/build-images.sh db17 failed:\n{built.stderr[-3000:]}", pytrace=False)
+    name = net.run("db17", image("db17"), env={"POSTGRES_PASSWORD": DB_PASSWORD, "POSTGRES_DB": "postgres",
+                                               "JWT_SECRET": JWT_SECRET}, publish=5432)
+    wait_for(lambda: docker("exec", name, "pg_isready", "-U", "postgres", check=False).returncode == 0,
+             timeout=90, what=f"{name} to accept connections\n{logs(name)[-2000:]}")
+    with psycopg2.connect(**db_params(name)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version_num')::int / 10000")
+        assert cur.fetchone()[0] == 17
+    conn.close()
+    check_bootstrap(name)
+
+
+def check_bootstrap(db: str) -> None:
+    """What the bootstrap of the reference db image makes, as supabase/postgres has it."""
+    with psycopg2.connect(**db_params(db)) as conn, conn.cursor() as cur:
         cur.execute("SELECT rolname, rolcanlogin, rolbypassrls, rolinherit FROM pg_roles WHERE rolname = ANY(%s)"
                     " ORDER BY rolname",
                     (["anon", "authenticated", "authenticator", "service_role", "supabase_auth_admin"],))
@@ -229,11 +251,11 @@ def test_db_bootstrap_objects_exist(stack):
         assert cur.fetchone()[0] is True
     conn.close()
     for user in ("authenticator", "supabase_auth_admin"):
-        with psycopg2.connect(**db_params(stack["db"], user=user)) as conn, conn.cursor() as cur:
+        with psycopg2.connect(**db_params(db, user=user)) as conn, conn.cursor() as cur:
             cur.execute("SELECT current_user")
             assert cur.fetchone()[0] == user
         conn.close()
-    out = docker("exec", stack["db"], "psql", "-U", "postgres", "-tAc", "SELECT 1").stdout.strip()
+    out = docker("exec", db, "psql", "-U", "postgres", "-tAc", "SELECT 1").stdout.strip()
     assert out == "1"
 
 
