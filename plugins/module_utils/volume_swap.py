@@ -40,7 +40,7 @@ class SwapError(Exception):
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
-    res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    res = subprocess.run(argv, capture_output=True, check=False)
     return res.returncode, res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace")
 
 
@@ -100,7 +100,8 @@ def refusal(live: dict, other: dict, running: dict | None = None, stat=os.stat, 
                     continue  # an exchange that stopped after its second rename (other's _data moved)
                 return f"{path} of the volume {vol['name']} does not exist"
         if os.path.exists(mp) and ismount(mp):
-            return f"{mp} (volume {vol['name']}) is a mount point of its own, not a directory of Docker's volume filesystem"
+            return (f"{mp} (volume {vol['name']}) is a mount point of its own, not a directory of Docker's "
+                    "volume filesystem")
     if len(set(devices.values())) != 1:
         where = ", ".join(f"{p} (device {d})" for p, d in sorted(devices.items()))
         return f"the two volumes are not on one filesystem ({where}): a rename cannot move data between them"

@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-
 from ansible_collections.paycraft.selfhost.plugins.module_utils import volume_swap as vs
 
 
