@@ -90,7 +90,8 @@ def refusal(live: dict, other: dict, running: dict | None = None, stat=os.stat, 
     devices = {}
     for vol in (live, other):
         mp = vol["mountpoint"]
-        for path in (mp, os.path.dirname(mp)):
+        # its _data, the volume's directory and Docker's volume root (where a new local volume is made)
+        for path in (mp, os.path.dirname(mp), os.path.dirname(os.path.dirname(mp))):
             try:
                 devices[path] = stat(path).st_dev
             except FileNotFoundError:

@@ -15,7 +15,9 @@ description:
     C(_data) directories (C(live/_data) -> C(live/_data.swap), C(other/_data) -> C(live/_data),
     C(live/_data.swap) -> C(other/_data)), with a journal O(journal) written before the first. A run killed at
     any point is finished by the next call with the same two volumes; a finished exchange is never done again.
-  - O(state=check) only says whether the exchange is possible (RV(refused) empty) and changes nothing.
+  - O(state=check) only says whether the exchange is possible (RV(refused) empty) and changes nothing; it does
+    not count running containers (they are stopped before the exchange). Without O(other) it checks O(live) against
+    a new local volume (made in the same Docker volume root).
   - Refused (the task fails with the reason, nothing moved) when a driver is not C(local), a volume has
     driver options (a bind or network mount), the two are not on one filesystem, or a container runs with one
     of them.
@@ -39,13 +41,11 @@ options:
     type: str
     required: true
   other:
-    description: The other volume (afterwards it has the live volume's data).
+    description: The other volume (afterwards it has the live volume's data). Required with O(state=exchanged).
     type: str
-    required: true
   journal:
-    description: The exchange's journal (0600, kept marked done).
+    description: The exchange's journal (0600, kept marked done). Required with O(state=exchanged).
     type: path
-    required: true
 requirements:
   - the docker CLI on the managed host, local volumes
 """
@@ -93,9 +93,10 @@ def main():
         argument_spec=dict(
             state=dict(type="str", choices=["exchanged", "check"], default="exchanged"),
             live=dict(type="str", required=True),
-            other=dict(type="str", required=True),
-            journal=dict(type="path", required=True),
+            other=dict(type="str"),
+            journal=dict(type="path"),
         ),
+        required_if=[("state", "exchanged", ("other", "journal"))],
         supports_check_mode=True,
     )
     p = module.params
@@ -103,8 +104,9 @@ def main():
     host = os.uname()[1]
     try:
         live = lib.inspect(p["live"], docker=docker)
-        other = lib.inspect(p["other"], docker=docker)
-        running = {name: lib.running_users(name, docker=docker) for name in (p["live"], p["other"])}
+        other = lib.inspect(p["other"], docker=docker) if p["other"] else live
+        running = ({} if p["state"] == "check"
+                   else {name: lib.running_users(name, docker=docker) for name in (p["live"], p["other"])})
         refused = lib.refusal(live, other, running=running) or ""
         out = dict(refused=refused, live_mountpoint=live["mountpoint"], other_mountpoint=other["mountpoint"])
         if p["state"] == "check":
