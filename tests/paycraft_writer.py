@@ -145,7 +145,7 @@ def run(args) -> int:
     acked = 0
     first_refused = last_refused = None
     n = 0
-    reads = open(args.reads_out, "a", encoding="utf-8") if args.reads_out else None  # noqa: SIM115 - closed below
+    reads = open(args.reads_out, "a", encoding="utf-8") if args.reads_out else None
     with open(args.out, "a", encoding="utf-8") as out:
         while time.monotonic() < deadline and not (args.stop_file and os.path.exists(args.stop_file)):
             started = time.monotonic()

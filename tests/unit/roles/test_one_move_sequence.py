@@ -102,8 +102,8 @@ def test_the_restore_block_exists_once():
     included = where(lambda t: t.get("ansible.builtin.include_tasks") == "restore_snapshot.yml")
     assert included == ["roles/release/tasks/move_restore.yml", "roles/release/tasks/move_side.yml"]
     # the exchange of the two volumes' data happens in its step, and in the recovery that finishes it
-    swaps = where(lambda t: (t.get("paycraft.selfhost.paycraft_volume_swap") or {}).get("state", "exchanged") == "exchanged"
-                  and "paycraft.selfhost.paycraft_volume_swap" in t)
+    swaps = where(lambda t: "paycraft.selfhost.paycraft_volume_swap" in t
+                  and (t["paycraft.selfhost.paycraft_volume_swap"] or {}).get("state", "exchanged") == "exchanged")
     assert swaps == ["roles/release/tasks/move_exchange.yml", "roles/release/tasks/recover.yml"]
     keeps = where(lambda t: t.get("ansible.builtin.include_tasks") == "keep_current.yml")
     assert keeps == ["roles/release/tasks/move_keep.yml"], "the copy before a restore is taken in one place"
