@@ -34,17 +34,19 @@ step() { printf '\n=== %s\n' "$*"; }
 
 # The kill -9 matrix's subset for a whole run (see PAYCRAFT_KILL_MATRIX above). The trials run in the
 # matrix's order and each starts where the one before left the host, so the subset keeps the versions in
-# line (v1.0.0 after 1, 4; v1.1.0 after 5, 7; v1.0.0 after 10; v1.1.0 after 15; v1.0.0 after 16).
-# upgrade.yml killed at snapshot (1: upgrade.yml abandons it), at smoke (4: rollback.yml rolls it back),
-# at checkout (5: site.yml resumes it), its automatic rollback at keep (7: site.yml completes it);
-# rollback.yml killed at stop, before its restore (10: upgrade.yml completes it), at up, restored and
-# writes still held (15: rollback.yml completes it without restoring again), at smoke, restored and
-# writes let through (16: upgrade.yml keeps them). Every playbook is a next run; the rollback trials
-# check every write acknowledged after the killed rollback's writes_held_at. Left out: 3 (upgrade killed
-# at recreate, upgrade.yml next: the same recovery as 4 after the same migrations) and the other
-# rollback steps (2, 6, 8, 9, 11-14).
+# line (v1.0.0 after 1, 4; v1.1.0 after 5, 7, 8; v1.0.0 after 9; v1.1.0 after 14; v1.0.0 after 15; v1.1.0
+# after 16). upgrade.yml killed at snapshot (1: upgrade.yml abandons it), at smoke (4: rollback.yml rolls
+# it back), at checkout (5: site.yml resumes it), its automatic rollback at keep (7: site.yml completes
+# it); rollback.yml (restoring beside the live database) killed during its restore beside (8: site.yml
+# undoes it, the live database untouched), at its exchange (9: site.yml finishes the exchange and
+# completes it without restoring again), at up, writes still held (14: site.yml completes it), at smoke,
+# writes let through (15: upgrade.yml keeps them); its copy path killed at stop (16: upgrade.yml
+# completes it). Every playbook is a next run; the rollback trials check every write acknowledged after
+# the killed rollback's writes_held_at (an undone one: every write). Left out: 3 (upgrade killed at
+# recreate, upgrade.yml next: the same recovery as 4 after the same migrations) and the other rollback
+# steps (2, 6, 10-13, 17, 18).
 if [ "${PAYCRAFT_KILL_MATRIX:-}" != full ]; then
-  export PAYCRAFT_KILL_TRIALS=${PAYCRAFT_KILL_TRIALS-1,4,5,7,10,15,16}
+  export PAYCRAFT_KILL_TRIALS=${PAYCRAFT_KILL_TRIALS-1,4,5,7,8,9,14,15,16}
 fi
 # rotate-kill's subset: both secrets, a kill at each of its points (the hold present, started, applied)
 # and each next run (site.yml, rotate.yml, its revert, backup.yml, upgrade.yml, rollback.yml) at least

@@ -5,6 +5,7 @@
                            [--prefix P] [--interval 0.1] [--max-seconds 900] [--stop-file FILE]
                            [--anon-key-command ARGV_JSON]
     paycraft_writer.py check --acked FILE [--since ISO] < present keys, one per line
+    paycraft_writer.py reads --reads FILE [--since ISO] [--until ISO]
 
 ``run`` signs the user up (or in, when it exists), finds its tenant (``POST /rest/v1/rpc/provision_app``
 when the release has it, else the tenant main's signup trigger made), writes ``<out>.ready``, then
@@ -18,6 +19,11 @@ current key, such as reading ``PAYCRAFT_ANON_KEY`` from the host's env file) a 4
 most once a second, and the writer switches to a new one and signs in again, as an SDK given the new key
 would (``key_switches`` in the summary). It stops when ``--stop-file`` exists or after ``--max-seconds`` and
 prints (and writes to ``<out>.summary.json``) ``{"acknowledged", "refused": {status: n}, ...}``.
+
+With ``--reads-out FILE`` every insert is followed by a read through the gateway (``GET /rest/v1/products``,
+the user's own, one row), recorded as ``UTC time<TAB>status`` whatever it answered: the read probe. ``reads``
+counts the probe's reads between ``--since`` and ``--until`` (``{"reads", "ok", "failed", "first_failed_at",
+"last_ok_at"}``): a rollback restoring beside the live database must answer every read until its switch.
 
 ``check`` reads the keys present in the database on stdin and prints ``{"acknowledged", "present",
 "missing", "refused"}``; it exits 1 when an acknowledged key (acknowledged at or after ``--since``) is
@@ -139,6 +145,7 @@ def run(args) -> int:
     acked = 0
     first_refused = last_refused = None
     n = 0
+    reads = open(args.reads_out, "a", encoding="utf-8") if args.reads_out else None
     with open(args.out, "a", encoding="utf-8") as out:
         while time.monotonic() < deadline and not (args.stop_file and os.path.exists(args.stop_file)):
             started = time.monotonic()
@@ -161,7 +168,13 @@ def run(args) -> int:
                         client.anon_key, client.token = key, ""
                         switches += 1
                     client.sign_in(args.email, args.password)
+            if reads is not None:
+                got, _ = client.request("GET", "/rest/v1/products?select=sku&limit=1")
+                reads.write(f"{utc_now()}\t{got}\n")
+                reads.flush()
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+    if reads is not None:
+        reads.close()
     summary = {ACK: acked, "refused": refused, "refused_total": sum(refused.values()), "attempts": n,
                "key_switches": switches,
                "first_refused_at": first_refused, "last_refused_at": last_refused}
@@ -204,6 +217,31 @@ def check(args) -> int:
     return 1 if missing else 0
 
 
+def reads(args) -> int:
+    """The read probe's reads between --since and --until: how many, how many answered 200, the first failure."""
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    total = ok = 0
+    first_failed = last_ok = None
+    with open(args.reads, encoding="utf-8") as fh:
+        for line in fh:
+            at_text, _, status = line.rstrip("\n").partition("\t")
+            if not at_text:
+                continue
+            at = parse_time(at_text)
+            if (since and at < since) or (until and at >= until):
+                continue
+            total += 1
+            if status == "200":
+                ok += 1
+                last_ok = at_text
+            elif first_failed is None:
+                first_failed = f"{at_text} {status}"
+    print(json.dumps({"reads": total, "ok": ok, "failed": total - ok, "first_failed_at": first_failed,
+                      "last_ok_at": last_ok}))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,11 +257,16 @@ def main(argv=None) -> int:
     r.add_argument("--stop-file", default="")
     r.add_argument("--anon-key-command", default="",
                    help="JSON argv printing the current anon key, run on a 401 (at most once a second)")
+    r.add_argument("--reads-out", default="", help="record a read through the gateway after every insert here")
     c = sub.add_parser("check")
     c.add_argument("--acked", required=True)
     c.add_argument("--since", default="")
+    d = sub.add_parser("reads")
+    d.add_argument("--reads", required=True)
+    d.add_argument("--since", default="")
+    d.add_argument("--until", default="")
     args = parser.parse_args(argv)
-    return run(args) if args.command == "run" else check(args)
+    return {"run": run, "check": check, "reads": reads}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ FINISHED = ("done", "rolled_back", "failed", "abandoned", "refused")
 # The steps a rollback records before anything changes the live database: the snapshot verified, then
 # the copy of the live volume (keep_current.yml stops the stack for it and reads the volume only). The
 # live volume is removed only after ``keep`` is done.
-BEFORE_LIVE_CHANGE = ("snapshot", "stop", "move_aside", "keep")
+# A rollback beside the live database (move kind beside) restores into a new volume (``side``) and stops the
+# stack (``switch``) before the exchange of the two volumes' data, the first step that changes the live volume.
+BEFORE_LIVE_CHANGE = ("snapshot", "stop", "move_aside", "keep", "side", "switch")
 
 
 class OperationError(Exception):

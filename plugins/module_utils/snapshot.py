@@ -445,11 +445,36 @@ class Database:
             raise SnapshotError(f"pg_restore --list found no entry in {dump_path}")
         return len(lines)
 
-    def restore(self, dump_path: str, globals_path: str) -> dict:
+    def tables_of(self, dump_path: str) -> list[str]:
+        """``schema.table`` of every table the dump creates (its TABLE entries)."""
+        with open(dump_path, "rb") as fh:
+            res = self.run(["pg_restore", "--list"], stdin=fh, what="pg_restore --list")
+        if res.returncode != 0:
+            raise SnapshotError(
+                f"pg_restore --list cannot read {dump_path}: {res.stderr.decode(errors='replace').strip()[:400]}"
+            )
+        return table_entries(res.stdout.decode(errors="replace"))
+
+    def tables(self) -> list[str]:
+        """``schema.table`` of every table (plain or partitioned) in the database."""
+        out = self.psql("SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') ORDER BY 1")
+        return [line for line in out.splitlines() if line]
+
+    def missing_tables(self, dump_path: str) -> list[str]:
+        """The tables of the dump that the database lacks (a restore that did not finish)."""
+        have = set(self.tables())
+        return [t for t in self.tables_of(dump_path) if t not in have]
+
+    def restore(self, dump_path: str, globals_path: str, jobs: int = 1, container_dump: str | None = None) -> dict:
         """Replace the database with the dump: globals first, then
         ``pg_restore --clean --if-exists --create`` from the maintenance database
         (the database is dropped and made again, so nothing written after the
-        snapshot survives). The caller stops every other client first."""
+        snapshot survives). The caller stops every other client first.
+        ``container_dump``: the dump's path as the container sees it (a mount): pg_restore reads the file
+        itself, which ``jobs`` > 1 (``pg_restore -j``) needs; else the dump is streamed on stdin."""
+        if jobs > 1 and not container_dump:
+            raise SnapshotError("pg_restore -j reads the dump from a file: give the dump's path in the container")
         with open(globals_path, "rb") as fh:
             # CREATE ROLE of roles the image already made fails harmlessly; ALTER ROLE sets the passwords.
             g = self.run(["psql", "-U", self.user, "-d", "postgres", "-q", "-X"], stdin=fh, what="psql (globals)")
@@ -458,15 +483,30 @@ class Database:
             f"WHERE datname = {_literal(self.database)} AND pid <> pg_backend_pid()",
             database="template1",
         )
-        with open(dump_path, "rb") as fh:
-            res = self.run(
-                ["pg_restore", "-U", self.user, "--clean", "--if-exists", "--create", "-d", "template1"],
-                stdin=fh, what="pg_restore",
-            )
+        argv = ["pg_restore", "-U", self.user, "--clean", "--if-exists", "--create", "-d", "template1"]
+        if container_dump:
+            res = self.run(argv + (["-j", str(jobs)] if jobs > 1 else []) + [container_dump],
+                           what=f"pg_restore -j {jobs}")
+        else:
+            with open(dump_path, "rb") as fh:
+                res = self.run(argv, stdin=fh, what="pg_restore")
         errors = res.stderr.decode(errors="replace").strip()
         if res.returncode != 0:
             raise SnapshotError(f"pg_restore into {self.database} failed (exit {res.returncode}): {errors[-800:]}")
         return {"globals_warnings": g.stderr.decode(errors="replace").count("ERROR:"), "restore_stderr": errors[-800:]}
+
+
+def table_entries(listing: str) -> list[str]:
+    """``schema.table`` of the TABLE entries of a ``pg_restore --list`` listing
+    (``215; 1259 16390 TABLE public tenants postgres``)."""
+    tables = []
+    for line in listing.splitlines():
+        if not line or line.startswith(";") or ";" not in line:
+            continue
+        parts = line.split(";", 1)[1].split()
+        if len(parts) >= 5 and parts[2] == "TABLE" and parts[3] != "DATA":
+            tables.append(f"{parts[3]}.{parts[4]}")
+    return tables
 
 
 def _literal(value: str) -> str:

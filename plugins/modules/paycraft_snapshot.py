@@ -22,7 +22,10 @@ description:
   - O(state=verified) finds the snapshot (the newest of O(version), or O(name)) and checks its files
     against the manifest's sha256 and size, then reads it with C(pg_restore --list). Nothing changes.
   - O(state=restored) verifies, then replaces the database with the snapshot (globals, then
-    C(pg_restore --clean --if-exists --create)). Stop every other client of the database first.
+    C(pg_restore --clean --if-exists --create)). Stop every other client of the database first. With
+    O(container_snapshot_dir) (the snapshot's directory mounted into O(container)) pg_restore reads the dump
+    file itself, with O(jobs) parallel jobs (C(pg_restore -j)); with O(check_tables) every table of the dump
+    must be in the restored database, or the task fails.
 author:
   - paycraft.selfhost maintainers (@paycraft)
 attributes:
@@ -103,6 +106,21 @@ options:
     description: Seconds any one dump or restore command may take.
     type: int
     default: 3600
+  jobs:
+    description: Parallel jobs of C(pg_restore -j) (O(state=restored)); above 1 needs O(container_snapshot_dir).
+    type: int
+    default: 1
+  container_snapshot_dir:
+    description:
+      - Where O(container) sees the snapshot's directory (a read-only mount); pg_restore then reads the dump from
+        there instead of stdin.
+    type: str
+  check_tables:
+    description:
+      - After O(state=restored), fail unless every table of the dump (its C(pg_restore --list) TABLE entries) is in
+        the restored database.
+    type: bool
+    default: false
 requirements:
   - the docker CLI on the managed host, a running database container
 """
@@ -151,6 +169,10 @@ free:
   description: Free bytes on the file system of backup_dir.
   returned: state check
   type: int
+restore:
+  description: What the restore said (globals warnings, pg_restore's stderr), C(seconds) it took, C(jobs), C(tables).
+  returned: state restored
+  type: dict
 snapshots:
   description: Every complete snapshot in backup_dir, oldest first (version, created_at, path).
   returned: always
@@ -159,6 +181,7 @@ snapshots:
 """
 
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paycraft.selfhost.plugins.module_utils import snapshot as lib
@@ -191,6 +214,9 @@ def main():
             size_factor=dict(type="float", default=1.0),
             reserve_mb=dict(type="int", default=256),
             timeout=dict(type="int", default=3600),
+            jobs=dict(type="int", default=1),
+            container_snapshot_dir=dict(type="str"),
+            check_tables=dict(type="bool", default=False),
         ),
         required_if=[("state", "present", ("version",))],
         supports_check_mode=True,
@@ -265,7 +291,19 @@ def main():
         snap["listed_entries"] = entries
         if state == "verified" or module.check_mode:
             module.exit_json(changed=state == "restored", snapshot=snap, snapshots=_short(snaps))
-        details = db.restore(dump, os.path.join(snap["path"], lib.GLOBALS))
+        inside = p["container_snapshot_dir"]
+        started = time.monotonic()
+        details = db.restore(dump, os.path.join(snap["path"], lib.GLOBALS), jobs=p["jobs"],
+                             container_dump=f"{inside.rstrip('/')}/{lib.DUMP}" if inside else None)
+        details.update(seconds=round(time.monotonic() - started, 1), jobs=p["jobs"])
+        if p["check_tables"]:
+            missing = db.missing_tables(dump)
+            if missing:
+                module.fail_json(
+                    msg=(f"{host}: the restore of {snap['path']} into {p['container']} did not bring back every table "
+                         f"of the snapshot: {len(missing)} missing ({', '.join(missing[:10])})."),
+                    snapshot=snap, restore=details, missing=missing, snapshots=_short(snaps))
+            details["tables"] = len(db.tables())
         module.exit_json(changed=True, snapshot=snap, restore=details, snapshots=_short(snaps))
     except lib.SnapshotError as exc:
         text = str(exc)

@@ -41,6 +41,9 @@ class Gateway(BaseHTTPRequestHandler):
         s = self.state
         if self.path.startswith("/rest/v1/tenants"):
             return self.answer(200, [{"id": s["tenant"]}] if s["tenant"] and not s["provision"] else [])
+        if self.path.startswith("/rest/v1/products"):
+            # the database is down for the reads after the 9th try (a switch)
+            return self.answer(502 if s["tries"] >= 9 else 200, [])
         return self.answer(404)
 
     def do_POST(self):
@@ -111,6 +114,26 @@ def test_the_writer_records_the_acknowledged_writes_only(gateway, tmp_path, caps
     assert writer.main(["check", "--acked", out]) == 1
     counts = json.loads(capsys.readouterr().out)
     assert counts["missing"] == 1 and counts["missing_keys"] == [state["rows"][0]]
+
+
+def test_the_read_probe_records_every_read_and_reads_counts_them_in_a_window(gateway, tmp_path, capsys):
+    url, state = gateway
+    (tmp_path / "anon").write_text("anon-key\n")
+    reads_out = tmp_path / "reads"
+    assert writer.main(["run", "--api-url", url, "--anon-key-file", str(tmp_path / "anon"), "--email", "w@x.invalid",
+                        "--password", "pw", "--out", str(tmp_path / "acked"), "--prefix", "w-t", "--interval", "0.01",
+                        "--max-seconds", "30", "--stop-file", state["stop"], "--reads-out", str(reads_out)]) == 0
+    capsys.readouterr()
+    lines = [line.rstrip("\n").split("\t") for line in open(reads_out)]
+    assert [status for _, status in lines] == ["200"] * 8 + ["502"] * (len(lines) - 8)
+    assert writer.main(["reads", "--reads", str(reads_out)]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["reads"] == len(lines) and counts["ok"] == 8 and counts["failed"] == len(lines) - 8
+    assert counts["first_failed_at"] == f"{lines[8][0]} 502"
+    # until the first failure every read answered
+    assert writer.main(["reads", "--reads", str(reads_out), "--until", lines[8][0]]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert (counts["reads"], counts["failed"], counts["last_ok_at"]) == (8, 0, lines[7][0])
 
 
 def test_check_since_leaves_out_the_writes_acknowledged_before(tmp_path, capsys, monkeypatch):

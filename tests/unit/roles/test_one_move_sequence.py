@@ -16,7 +16,7 @@ TASKS = REPO / "roles" / "release" / "tasks"
 ALL_TASK_FILES = sorted((REPO / "roles").glob("*/tasks/*.yml")) + sorted((REPO / "playbooks").rglob("*.yml"))
 MOVE = yaml.safe_load((TASKS / "move.yml").read_text())
 SEQUENCE = MOVE[0]["vars"]["_release_move_sequence"]
-KINDS = ("upgrade", "rollback", "restore")
+KINDS = ("upgrade", "rollback", "restore", "beside")
 # the step files of the sequence (move_step.yml runs one step of the loop; move.yml is the loop)
 STEP_FILES = {p.name for p in TASKS.glob("move_*.yml")} - {"move_step.yml"}
 
@@ -46,6 +46,13 @@ def begun_records(kind: str) -> list[str]:
         if row["step"] == "keep":
             names.append("keep")  # keep_current.yml
     return names
+
+
+def recorded_done(kind: str) -> list[str]:
+    """The names a step file records done itself, beside the loop's begun records."""
+    return [name for row in SEQUENCE if kind in row["kinds"]
+            for name in {"snapshot": ["snapshot"], "keep": ["keep"], "exchange": ["exchange"],
+                         "restored": ["restore"]}.get(row["step"], [])]
 
 
 def test_every_step_has_its_task_file_and_every_step_file_a_row():
@@ -78,8 +85,11 @@ def test_the_order_is_written_in_move_yml_only():
     # the sequence is included whole, with a kind, from the callers only
     callers = sorted((p.name, t["vars"]["_release_move_kind"]) for p, tasks in task_files() for t in tasks
                      if t.get("ansible.builtin.include_tasks") == "move.yml")
-    assert callers == [("recover.yml", "restore"), ("rollback.yml", "rollback"),
+    assert callers == [("recover.yml", "restore"), ("rollback.yml", "{{ _release_rollback_kind }}"),
                        ("upgrade.yml", "restore"), ("upgrade.yml", "upgrade")]
+    # rollback.yml chooses between its two kinds, nothing else
+    rollback = (TASKS / "rollback.yml").read_text()
+    assert "'beside' if" in rollback and "else 'rollback'" in rollback
 
 
 def test_the_restore_block_exists_once():
@@ -87,7 +97,14 @@ def test_the_restore_block_exists_once():
         return sorted(f"{p.relative_to(REPO)}" for p, tasks in task_files() for t in tasks if predicate(t))
 
     restores = where(lambda t: (t.get("paycraft.selfhost.paycraft_snapshot") or {}).get("state") == "restored")
-    assert restores == ["roles/release/tasks/move_restore.yml"]
+    assert restores == ["roles/release/tasks/restore_snapshot.yml"]
+    # included by the restore in place and by the restore beside the live database (rollback kind beside), only
+    included = where(lambda t: t.get("ansible.builtin.include_tasks") == "restore_snapshot.yml")
+    assert included == ["roles/release/tasks/move_restore.yml", "roles/release/tasks/move_side.yml"]
+    # the exchange of the two volumes' data happens in its step, and in the recovery that finishes it
+    swaps = where(lambda t: "paycraft.selfhost.paycraft_volume_swap" in t
+                  and (t["paycraft.selfhost.paycraft_volume_swap"] or {}).get("state", "exchanged") == "exchanged")
+    assert swaps == ["roles/release/tasks/move_exchange.yml", "roles/release/tasks/recover.yml"]
     keeps = where(lambda t: t.get("ansible.builtin.include_tasks") == "keep_current.yml")
     assert keeps == ["roles/release/tasks/move_keep.yml"], "the copy before a restore is taken in one place"
     checkouts = where(lambda t: (t.get("ansible.builtin.include_role") or {}).get("name") == "paycraft.selfhost.source")
@@ -100,6 +117,7 @@ def test_the_restore_block_exists_once():
     ("upgrade", ["snapshot", "checkout", "images", "migrate", "recreate", "smoke"]),
     ("rollback", ["stop", "move_aside", "keep", "checkout", "restore", "up", "smoke"]),
     ("restore", ["restore", "keep"]),
+    ("beside", ["side", "switch", "exchange", "checkout", "up", "smoke"]),
 ])
 def test_the_recorded_steps_are_the_kill_matrix_contract(kind, expected):
     assert begun_records(kind) == expected
@@ -120,6 +138,26 @@ def test_the_hold_is_the_sequences_own_only_where_the_caller_does_not_hold():
     assert steps["restore"].index("hold") < steps["restore"].index("keep") < steps["restore"].index("restore")
     for kind in ("rollback", "restore"):  # writes flow only once the restored stack is up
         assert steps[kind].index("restore") < steps[kind].index("unhold") < steps[kind].index("smoke")
+    # beside: held by rollback.yml; restored beside the live database, then the switch, the exchange, the
+    # checkout; writes flow only once the stack is up on the restored data
+    assert "hold" not in steps["beside"]
+    order = ["snapshot", "side", "switch", "exchange", "checkout", "core", "recreate", "reload", "unhold", "smoke"]
+    assert steps["beside"] == order
+    assert recorded_done("beside") == ["snapshot", "exchange"]
+
+
+def test_a_rollback_beside_is_undone_before_its_exchange_and_finished_from_it():
+    """The contract of recover.yml for a killed rollback beside the live database: the steps before the exchange
+    change no live data (operation.BEFORE_LIVE_CHANGE), so a kill there is undone; from the exchange on it is
+    finished."""
+    from ansible_collections.paycraft.selfhost.plugins.module_utils import operation
+
+    before = begun_records("beside")[:begun_records("beside").index("exchange")]
+    assert set(before) | {"snapshot"} <= set(operation.BEFORE_LIVE_CHANGE)
+    assert "exchange" not in operation.BEFORE_LIVE_CHANGE
+    recover = (TASKS / "recover.yml").read_text()
+    assert "_undo: \"{{ _beside | bool and 'exchange' not in _names }}\"" in recover
+    assert "_exchanged: \"{{ _beside | bool and 'exchange' in _names }}\"" in recover
 
 
 def test_the_move_back_names_its_version_outside_paycraft_version():

@@ -42,7 +42,7 @@ def test_the_hold_is_taken_once_before_the_snapshot_and_copy_checks():
     begin = index(tasks, lambda t: (t.get("paycraft.selfhost.paycraft_operation") or {}).get("state") == "begin")
     # the move sequence (move.yml, kind rollback: its first recorded begun step is stop) comes after the record
     move = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "move.yml")
-    assert (tasks[move][0].get("vars") or {}).get("_release_move_kind") == "rollback"
+    assert (tasks[move][0].get("vars") or {}).get("_release_move_kind") == "{{ _release_rollback_kind }}"
     assert taken[0] < snapshot < copy < begin < move
     # and takes no hold of its own: the one of the run's start is the one it lifts
     sequence = yaml.safe_load((REPO / "roles" / "release" / "tasks" / "move.yml").read_text())[0]["vars"][
@@ -50,6 +50,8 @@ def test_the_hold_is_taken_once_before_the_snapshot_and_copy_checks():
     steps = [row["step"] for row in sequence if "rollback" in row["kinds"]]
     assert "hold" not in steps and "unhold" in steps
     assert steps.index("keep") < steps.index("restore") < steps.index("unhold") < steps.index("smoke")
+    beside = [row["step"] for row in sequence if "beside" in row["kinds"]]
+    assert "hold" not in beside and beside.index("side") < beside.index("exchange") < beside.index("unhold")
     # before the recovery of an unfinished operation, which keeps this run's hold
     recover = index(tasks, lambda t: t.get("ansible.builtin.include_tasks") == "recover.yml")
     assert taken[0] < recover

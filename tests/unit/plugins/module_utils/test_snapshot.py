@@ -152,6 +152,41 @@ def test_a_truncated_dump_fails_the_checksum_and_pg_restore_list_refuses_a_broke
         db.list_dump(dump)
 
 
+def test_restore_with_jobs_reads_the_file_and_every_table_of_the_dump_is_there(tmp_path, db):
+    db.psql("CREATE TABLE products(id int primary key, name text); CREATE TABLE plans(id int);"
+            "INSERT INTO products SELECT g, 'p' || g FROM generate_series(1, 50) g")
+    m = s.take(str(tmp_path), db, "v1.0.0", "0.1.0", keep=5)
+    dump = os.path.join(m["path"], s.DUMP)
+    assert {"public.products", "public.plans"} <= set(db.tables_of(dump))
+    db.psql("DROP TABLE plans")
+    assert db.missing_tables(dump) == ["public.plans"]
+    # the local tools see the dump where the host does: its "path in the container" is the same one
+    db.restore(dump, os.path.join(m["path"], s.GLOBALS), jobs=2, container_dump=dump)
+    assert db.missing_tables(dump) == []
+    assert db.psql("SELECT count(*) FROM products") == "50"
+    with pytest.raises(s.SnapshotError, match="-j reads the dump from a file"):
+        db.restore(dump, os.path.join(m["path"], s.GLOBALS), jobs=2)
+
+
+def test_a_dump_cut_in_its_data_fails_its_restore(tmp_path, db):
+    db.psql("CREATE TABLE t AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 20000) g")
+    m = s.take(str(tmp_path), db, "v1.0.0", "0.1.0", keep=5)
+    dump = os.path.join(m["path"], s.DUMP)
+    with open(dump, "r+b") as fh:
+        fh.truncate(os.path.getsize(dump) // 2)
+    with pytest.raises(s.SnapshotError, match="pg_restore"):
+        db.restore(dump, os.path.join(m["path"], s.GLOBALS), jobs=2, container_dump=dump)
+
+
+def test_table_entries_reads_the_table_entries_of_a_listing():
+    listing = (";\n; Archive created at 2026-12-07\n;\n"
+               "215; 1259 16390 TABLE public tenants postgres\n"
+               "3400; 0 16390 TABLE DATA public tenants postgres\n"
+               "216; 1259 16391 SEQUENCE public tenants_id_seq postgres\n"
+               "217; 1259 16392 TABLE auth users supabase_auth_admin\n")
+    assert s.table_entries(listing) == ["public.tenants", "auth.users"]
+
+
 # -- retention per kind, the recorded rollback snapshot, partial directories, free space (issue 32) --
 def _kinded(backup_dir, version, minute, kind):
     d = _fake_snapshot(backup_dir, version, minute)

@@ -26,7 +26,8 @@ def test_every_module_is_checked():
     assert MODULES == ["paycraft_backup", "paycraft_converged", "paycraft_doctor", "paycraft_gateway_config",
                        "paycraft_keys", "paycraft_lock", "paycraft_logs", "paycraft_metrics", "paycraft_migrate",
                        "paycraft_operation", "paycraft_preflight", "paycraft_release_check", "paycraft_rotate",
-                       "paycraft_smoke", "paycraft_smoke_tenant", "paycraft_snapshot", "paycraft_write_hold"]
+                       "paycraft_smoke", "paycraft_smoke_tenant", "paycraft_snapshot", "paycraft_volume_swap",
+                       "paycraft_write_hold"]
 
 
 @pytest.mark.parametrize("name", MODULES)
