@@ -122,6 +122,49 @@ def with_key_check(kong: dict, anon_key: str, service_key: str, open_paths=OPEN_
     return out
 
 
+FUNCTIONS_PREFIX = "/functions/v1/"
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<host>[^/:?#]+)(?P<rest>.*)$")
+
+
+def functions_upstream(config: dict) -> list:
+    """The base URLs of the services that route ``/functions/v1/`` (the edge runtime), in file order."""
+    return [_base_url(s) for s in config.get("services") or []
+            if isinstance(s, dict) and FUNCTIONS_PREFIX.rstrip("/") in {p.rstrip("/") for p in _route_paths(s)}]
+
+
+def with_functions_upstream(config: dict, host: str) -> dict:
+    """A copy of ``config`` whose ``/functions/v1/`` services proxy to ``host`` (same scheme, port and path).
+
+    The upgrade starts the new release's edge runtime beside the running one, under another compose
+    service name, and points the gateway at it until the main one is recreated and answers: the gateway
+    never waits for a cold start. An empty ``host`` leaves the file as the release has it."""
+    if not host:
+        return config
+    if not _HOST.match(host):
+        raise GatewayError(f"not a host name for the /functions/v1/ upstream: {host!r}")
+    out = copy.deepcopy(config)
+    switched = 0
+    for service in out.get("services") or []:
+        if not isinstance(service, dict):
+            continue
+        if FUNCTIONS_PREFIX.rstrip("/") not in {p.rstrip("/") for p in _route_paths(service)}:
+            continue
+        if service.get("url"):
+            match = _URL.match(str(service["url"]))
+            if not match:
+                raise GatewayError(f"service '{service.get('name')}' has a url without a host: {service['url']!r}")
+            service["url"] = f"{match['scheme']}{host}{match['rest']}"
+        elif service.get("host"):
+            service["host"] = host
+        else:
+            raise GatewayError(f"service '{service.get('name')}' has neither url nor host")
+        switched += 1
+    if not switched:
+        raise GatewayError("no service routes /functions/v1/: there is no edge runtime upstream to switch")
+    return out
+
+
 def describe(config: dict) -> dict:
     """What the file does, with no key: the routes that check a key, the open ones, the consumers."""
     checked, open_routes = [], []

@@ -24,8 +24,13 @@ description:
   - While a write hold is in force (its record O(hold_file) exists - module M(paycraft.selfhost.paycraft_write_hold) -
     because an upgrade or a restore is under way, or was killed), the file keeps the hold, so a gateway started or
     reloaded from it keeps refusing writes.
-  - The file is written atomically with O(mode); its directory is the caller's to protect (a bind mount does not
-    need the container's user to traverse it, so a C(0700) directory keeps the keys from other local users).
+  - O(functions_host) points the C(/functions/v1/) services at another host (same scheme, port and path) - the
+    upgrade's edge runtime started beside the running one. The checksum leaves it out, as it leaves out the hold -
+    switching the upstream and back reloads the gateway, it never recreates it.
+  - A new file is written atomically with O(mode); an existing one is rewritten in place (same inode), so a gateway
+    whose single-file bind mount holds it reads the new content at its next reload. Its directory is the caller's to
+    protect (a bind mount does not need the container's user to traverse it, so a C(0700) directory keeps the keys
+    from other local users).
 author:
   - paycraft.selfhost maintainers (@paycraft)
 options:
@@ -60,6 +65,12 @@ options:
   hold_file:
     description: The record of the write hold (C(paycraft_write_hold_file)); empty, no hold is looked for.
     type: path
+  functions_host:
+    description:
+      - The host the C(/functions/v1/) services proxy to instead of the release's (its edge runtime's compose service).
+        Empty - the release's.
+    type: str
+    default: ""
   host_name:
     description: The inventory name of the host, for messages (default the host's own name).
     type: str
@@ -113,6 +124,11 @@ consumers:
   returned: always
   type: list
   sample: [anon, service_role]
+functions_upstream:
+  description: The base URLs the C(/functions/v1/) services proxy to, as written.
+  returned: always
+  type: list
+  sample: [http://edge-runtime:9000]
 write_hold:
   description: The write hold kept in the file (its record without the pass token); empty when none.
   returned: always
@@ -162,6 +178,7 @@ def main():
             header=dict(type="str", default=""),
             host_name=dict(type="str", default=""),
             hold_file=dict(type="path"),
+            functions_host=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -182,10 +199,15 @@ def main():
         if keys is None and not module.check_mode:
             module.fail_json(msg=f"{note}: the gateway's key check reads the keys from it. Run: ansible-playbook "
                                  "playbooks/site.yml --tags config")
+    # the checksum labels the gateway container: a hold or an upstream switch (written in place, then
+    # reloaded) does not recreate it
+    text_checksum = gateway.checksum(gateway.render(config, p["header"]))
+    try:
+        config = gateway.with_functions_upstream(config, p["functions_host"])
+    except gateway.GatewayError as exc:
+        module.fail_json(msg=f"The gateway's /functions/v1/ upstream cannot be pointed at "
+                             f"{p['functions_host']!r}: {exc}")
     text = gateway.render(config, p["header"])
-    # the checksum labels the gateway container: a hold (put in and taken out in place, then reloaded)
-    # does not recreate it
-    text_checksum = gateway.checksum(text)
     dest = p["dest"]
     try:
         hold = write_hold.read_hold(p["hold_file"]) if p["hold_file"] else None
@@ -200,18 +222,22 @@ def main():
             before = fh.read()
     changed = before != text
     result = {"changed": changed, "path": dest, "checksum": text_checksum, **gateway.describe(config),
-              "write_hold": write_hold.public(hold)}
+              "write_hold": write_hold.public(hold), "functions_upstream": gateway.functions_upstream(config)}
     if note:
         result["notes"] = [note + "; check mode shows the file with placeholders for the keys"]
     if module._diff:
         result["diff"] = {"before_header": dest, "after_header": dest,
                           "before": gateway.mask_text(before) if before is not None else "",
                           "after": gateway.mask_text(text)}
-    if changed and not module.check_mode:
+    if changed and not module.check_mode and before is None:
         mode = p["mode"]
         mode = int(mode, 8) if isinstance(mode, str) else int(mode)
         envmod.write_atomic(dest, text, mode=mode)
-    elif not changed and not module.check_mode:
+    elif changed and not module.check_mode:
+        # in place: the running gateway's single-file bind mount sees it at its next reload
+        write_hold.write_in_place(dest, text)
+        module.set_mode_if_different(dest, p["mode"], True)
+    elif not module.check_mode:
         result["changed"] = module.set_mode_if_different(dest, p["mode"], False)
     module.exit_json(**result)
 

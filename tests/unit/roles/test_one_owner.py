@@ -52,7 +52,7 @@ def test_the_entry_points_have_argument_specs():
     specs = yaml.safe_load((ROLES / "stack" / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     assert {"compose", "gateway_reload"} <= set(specs)
     assert set(specs["compose"]["options"]["paycraft_stack_compose_state"]["choices"]) == {
-        "present", "stopped", "pulled", "absent", "config"}
+        "present", "stopped", "pulled", "absent", "config", "removed"}
 
 
 def test_the_service_groups_are_declared_once():

@@ -261,3 +261,57 @@ def test_kong_mount_target_from_the_compose_file():
     listed = {"services": {"gw": {"environment": ["KONG_DECLARATIVE_CONFIG=/home/kong/kong.yml"]}}}
     assert release_check.kong_mount_target(listed) == {"service": "gw", "path": "/home/kong/kong.yml"}
     assert release_check.kong_mount_target({"services": {"db": {}}}) is None
+
+
+# ------------------------------------------------------------------ the /functions/v1/ upstream switch (upgrade)
+def test_the_functions_upstream_switches_to_another_host_and_back():
+    checked = gateway.with_key_check(release_kong(), ANON, SERVICE)
+    assert gateway.functions_upstream(checked) == ["http://edge-runtime:9000"]
+    side = gateway.with_functions_upstream(checked, "edge-runtime-next")
+    assert gateway.functions_upstream(side) == ["http://edge-runtime-next:9000"]
+    service = next(s for s in side["services"] if s["name"] == "functions-v1")
+    # scheme, port, trailing path and every other field kept; the other services untouched
+    assert service["url"] == "http://edge-runtime-next:9000/" and service["read_timeout"] == 150000
+    assert [s for s in side["services"] if s["name"] != "functions-v1"] == \
+        [s for s in checked["services"] if s["name"] != "functions-v1"]
+    assert gateway.functions_upstream(checked) == ["http://edge-runtime:9000"]  # the input is not modified
+    back = gateway.with_functions_upstream(side, "edge-runtime")
+    assert gateway.render(back) == gateway.render(checked)
+    assert gateway.with_functions_upstream(checked, "") is checked
+
+
+def test_the_switch_of_a_service_given_by_host_and_port():
+    kong = {"services": [{"name": "fn", "protocol": "http", "host": "edge-runtime", "port": 9000,
+                          "routes": [{"paths": ["/functions/v1"]}]},
+                         {"name": "rest", "url": "http://rest:3000/", "routes": [{"paths": ["/rest/v1/"]}]}]}
+    out = gateway.with_functions_upstream(kong, "edge-runtime-next")
+    assert out["services"][0]["host"] == "edge-runtime-next" and out["services"][0]["port"] == 9000
+    assert out["services"][1] == kong["services"][1]
+
+
+@pytest.mark.parametrize("kong, host, message", [
+    ({"services": [{"name": "rest", "url": "http://rest:3000/", "routes": [{"paths": ["/rest/v1/"]}]}]},
+     "edge-runtime-next", "no service routes /functions/v1/"),
+    ({"services": [{"name": "fn", "routes": [{"paths": ["/functions/v1/"]}]}]},
+     "edge-runtime-next", "neither url nor host"),
+    ({"services": []}, "edge runtime", "not a host name"),
+    ({"services": []}, "edge/../x", "not a host name"),
+])
+def test_the_switch_refuses_what_it_cannot_do(kong, host, message):
+    with pytest.raises(gateway.GatewayError, match=message):
+        gateway.with_functions_upstream(kong, host)
+
+
+def test_the_switched_file_keeps_the_write_hold_and_the_reference_gateway_proxies_to_it():
+    checked = gateway.with_key_check(release_kong(), ANON, SERVICE)
+    text = gateway.render(gateway.with_functions_upstream(checked, "edge-runtime-next"))
+    spec = gateway.hold_spec("p" * 20, ["resolve_tenant"])
+    held = gateway.text_with_hold(text, spec)
+    assert gateway.text_hold(held)["pass"] == "p" * 20
+    assert gateway.text_without_hold(held) == text
+    assert gateway.functions_upstream(yaml.safe_load(held)) == ["http://edge-runtime-next:9000"]
+    spec_ = importlib.util.spec_from_file_location("kong_render", REPO / "reference" / "images" / "kong" / "render.py")
+    render_mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(render_mod)
+    nginx = render_mod.render(yaml.safe_load(held), "0.0.0.0:8000")
+    assert "edge-runtime-next" in nginx and '"edge-runtime"' not in nginx and " edge-runtime;" not in nginx

@@ -35,3 +35,28 @@ def test_writes_the_file_and_masks_the_keys_in_the_diff(tmp_path, capsys):
     assert result["diff"]["before"].count('key: "********"') == 1
     again = run({"kong": KONG, "env_file": str(env), "dest": str(dest)}, capsys)
     assert not again["changed"] and again["checksum"] == result["checksum"]
+
+
+def test_the_functions_upstream_switch_is_written_in_place_and_left_out_of_the_checksum(tmp_path, capsys):
+    env = tmp_path / "paycraft.env"
+    env.write_text(f"PAYCRAFT_ANON_KEY={ANON}\nPAYCRAFT_SERVICE_ROLE_KEY={SERVICE}\n")
+    dest = tmp_path / "kong.yml"
+    args = {"kong": KONG, "env_file": str(env), "dest": str(dest)}
+    main = run(args, capsys)
+    assert main["functions_upstream"] == ["http://edge-runtime:9000"]
+    inode = dest.stat().st_ino
+    side = run({**args, "functions_host": "edge-runtime-next"}, capsys)
+    assert side["changed"] and side["functions_upstream"] == ["http://edge-runtime-next:9000"]
+    # the gateway container's label does not change (no recreate); its bind mount sees the same inode
+    assert side["checksum"] == main["checksum"] and dest.stat().st_ino == inode
+    assert "http://edge-runtime-next:9000/" in dest.read_text()
+    back = run(args, capsys)
+    assert back["changed"] and back["functions_upstream"] == ["http://edge-runtime:9000"]
+    assert "edge-runtime-next" not in dest.read_text() and dest.stat().st_ino == inode
+    assert not run(args, capsys)["changed"]
+
+
+def test_a_switch_it_cannot_make_fails_with_the_reason(tmp_path, capsys):
+    dest = tmp_path / "kong.yml"
+    result = run({"kong": KONG, "key_check": False, "dest": str(dest), "functions_host": "bad host"}, capsys)
+    assert result["failed"] and "not a host name" in result["msg"] and not dest.exists()
