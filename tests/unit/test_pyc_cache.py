@@ -73,3 +73,11 @@ def test_other_zips_are_left_to_zipimport(tmp_path):
     payload(tmp_path, 1, "one").rename(other)
     assert run(tmp_path, other, cache)[2] == "zipimporter"
     assert not cache.exists()
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_compile(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory\n")
+    zip_path = payload(tmp_path, 1, "one")
+    assert run(tmp_path, zip_path, blocked / "cache")[:3] == ["one", f"{zip_path}/pkg/mod.py", "PayloadImporter"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "ansible_stat_payload_1"]

@@ -77,14 +77,18 @@ class PayloadImporter(zipimport.zipimporter):
             _imp._fix_co_filename(code, filename)  # what SourceLoader does for a .pyc
             return code
         code = compile(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), filename, "exec", dont_inherit=True)
+        part = f"{cached}.{os.getpid()}.part"
         try:
             os.makedirs(os.path.dirname(cached), exist_ok=True)
-            part = f"{cached}.{os.getpid()}.part"
             with open(part, "wb") as fh:
                 marshal.dump(code, fh)
             os.replace(part, cached)
         except OSError:
-            pass  # a cache that cannot be written costs the compile, nothing else
+            # a cache that cannot be written (a full or read-only disk) costs the compile, nothing else
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
         return code
 
     def create_module(self, spec):
