@@ -16,6 +16,8 @@
 #                              runs every trial; PAYCRAFT_KILL_TRIALS names trials explicitly. The same
 #                              setting runs every one of rotate-kill's 11 trials; without it the 8 below
 #                              (PAYCRAFT_ROTATE_KILL_TRIALS names them explicitly).
+#   PAYCRAFT_TEST_PYC_CACHE=0  the disposable hosts and the local-connection runs compile every Ansible module
+#                              payload again (default: a bytecode cache, tests/hosts/pyc_cache; test hosts only)
 #   PAYCRAFT_TEST_SERIAL=1     one thing at a time: the Molecule scenarios after pytest instead of beside
 #                              it, and one pytest process (a whole run otherwise starts a second one
 #                              for the longest self-contained modules: side_paths below)

@@ -38,6 +38,8 @@ LABEL = "paycraft.pytest.dind"
 # The runbook's host ports: published inside the host, reached on random controller ports.
 STACK_PORTS = (54321, 54322, 3000)
 API_PORT = 2375
+# the bytecode cache of Ansible's module payloads, copied into each host (see its module's docstring)
+PYC_CACHE_INSTALL = Path(__file__).resolve().parent / "hosts" / "pyc_cache" / "install.sh"
 IMAGE_CACHE = Path(os.environ.get("PAYCRAFT_IMAGE_CACHE", "/var/tmp/paycraft-pytest-images"))
 DIND_FLAGS = (
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
@@ -105,6 +107,7 @@ class DindHost:
             wait_for(answers, timeout=timeout, interval=0.3, what=f"the inner engine of {self.name}")
         except (TimeoutError, RuntimeError) as exc:
             raise RuntimeError(f"{exc}\n--- docker logs {self.name}\n{self.host_logs()}") from exc
+        install_pyc_cache(self.name)
         self.started_in = time.monotonic() - t0
         return self
 
@@ -169,6 +172,15 @@ class DindHost:
         self.docker("load", "-i", str(tar), timeout=1800)
         self.loaded.update(todo)
         return time.monotonic() - t0
+
+
+def install_pyc_cache(container: str, env: dict | None = None) -> None:
+    """The test hosts' bytecode cache for Ansible's module payloads (tests/hosts/pyc_cache) into a container
+    of the controller's engine (``env``: another engine's)."""
+    proc = subprocess.run(["bash", str(PYC_CACHE_INSTALL), container], capture_output=True, text=True,
+                          env=_controller_env() if env is None else env, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{PYC_CACHE_INSTALL} {container} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
 
 
 def image_ids(images: list[str]) -> list[str]:

@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from paycraft_dind import install_pyc_cache
 from paycraft_testlib import ThrowawayCA, free_port, missing, wait_for
 
 with warnings.catch_warnings():
@@ -102,6 +103,7 @@ def lab(docker_engine, tmp_path_factory):
                 "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
                 "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", f"{host}-docker:/var/lib/docker",
                 HOST_IMAGE, "sleep", "infinity")
+        install_pyc_cache(host)
         # a tiny image, pushed with a login (the controller's engine takes 127.0.0.1 as insecure: it does not
         # check the certificate there) of the test's own (never the controller's docker config)
         buf = io.BytesIO()

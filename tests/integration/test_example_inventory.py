@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from paycraft_dind import install_pyc_cache
 from paycraft_testlib import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,6 +121,7 @@ def stand_in_host(docker_engine):
     subprocess.run(["docker", "run", "-d", "--name", name, "--label", "owner=paycraft-tests",
                     HOST_IMAGE, "sleep", "infinity"], check=True, capture_output=True)
     try:
+        install_pyc_cache(name)
         yield name
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)

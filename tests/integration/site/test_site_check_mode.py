@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from paycraft_dind import install_pyc_cache
 from paycraft_testlib import missing
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -55,6 +56,7 @@ def hosts(docker_engine):
                    "--security-opt", "systempaths=unconfined", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                    "-v", f"{name}-docker:/var/lib/docker", "-v", f"{RELEASE}:/srv/paycraft.git:ro",
                    IMAGES[key], "sleep", "infinity")
+            install_pyc_cache(name)
         yield names
     finally:
         for name in names.values():
