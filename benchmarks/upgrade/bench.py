@@ -251,12 +251,13 @@ def run_case(args, host, gateway, anon, key, inventory, size_label, load):
     """The four operations at one size and one load; returns table rows and the step breakdowns."""
     headers = {"apikey": anon}
     work = args.work
+    extra = [a for kv in args.extra_vars for a in ("-e", kv)]
     ops = (
         ("collection", "upgrade", lambda pr: run_playbook(inventory, "upgrade.yml",
-                                                          ["-e", f"paycraft_version={args.to_version}"], pr)),
+                                                          ["-e", f"paycraft_version={args.to_version}", *extra], pr)),
         ("collection", "rollback", lambda pr: run_playbook(inventory, "rollback.yml",
-                                                           ["-e", f"paycraft_rollback_version={args.from_version}"],
-                                                           pr)),
+                                                           ["-e", f"paycraft_rollback_version={args.from_version}",
+                                                            *extra], pr)),
         ("runbook by hand", "upgrade", lambda pr: run_runbook(host, "upgrade", args.to_version, pr, args.pull)),
         ("runbook by hand", "rollback", lambda pr: run_runbook(host, "rollback", args.from_version, pr)),
     )
@@ -384,6 +385,8 @@ def main():
     ap.add_argument("--gateway", help="with --existing: Kong as published on loopback, e.g. http://127.0.0.1:26411")
     ap.add_argument("--from", dest="from_version", default="v1.0.0")
     ap.add_argument("--to", dest="to_version", default="v1.1.0")
+    ap.add_argument("-e", "--extra-vars", action="append", default=[],
+                    help="to the collection's upgrade.yml and rollback.yml (paycraft_release_rollback_beside=true)")
     ap.add_argument("--interval", type=float, default=0.2)
     ap.add_argument("--max-probes", type=int, default=20000)
     ap.add_argument("--max-seconds", type=float, default=2400, help="bound of every loop, writer and load process")
