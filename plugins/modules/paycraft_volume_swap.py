@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: paycraft_volume_swap
-short_description: Exchange the data of two local Docker volumes in O(1), resumable after a kill
+short_description: Exchange the data of two local Docker volumes in constant time, resumable after a kill
 version_added: "0.1.0"
 description:
   - O(state=exchanged) exchanges the data of the volumes O(live) and O(other) by three renames of their
