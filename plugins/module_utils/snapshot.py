@@ -89,14 +89,14 @@ def ensure_private_dir(path: str) -> bool:
     return changed
 
 
-def write_json_atomic(path: str, data: dict, mode: int = 0o600) -> None:
-    """Write JSON to ``path`` through a temporary file in the same directory, fsync, rename."""
+def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory, fsync, rename, fsync the
+    directory: a reader sees the old file or the new one, never half of one."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -113,6 +113,11 @@ def write_json_atomic(path: str, data: dict, mode: int = 0o600) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def write_json_atomic(path: str, data: dict, mode: int = 0o600) -> None:
+    """Write JSON to ``path`` atomically (:func:`write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
 def read_manifest(snapshot_dir: str) -> dict | None:
@@ -432,28 +437,26 @@ class Database:
                     f"{res.stderr.decode(errors='replace').strip()[:400]}"
                 )
 
-    def list_dump(self, dump_path: str) -> int:
-        """Entries pg_restore --list reads from the dump (fails on an unreadable one)."""
+    def _listing(self, dump_path: str) -> str:
+        """What pg_restore --list reads from the dump (fails on an unreadable one)."""
         with open(dump_path, "rb") as fh:
             res = self.run(["pg_restore", "--list"], stdin=fh, what="pg_restore --list")
         if res.returncode != 0:
             raise SnapshotError(
                 f"pg_restore --list cannot read {dump_path}: {res.stderr.decode(errors='replace').strip()[:400]}"
             )
-        lines = [ln for ln in res.stdout.decode(errors="replace").splitlines() if ln and not ln.startswith(";")]
+        return res.stdout.decode(errors="replace")
+
+    def list_dump(self, dump_path: str) -> int:
+        """Entries pg_restore --list reads from the dump (fails on an unreadable one)."""
+        lines = [ln for ln in self._listing(dump_path).splitlines() if ln and not ln.startswith(";")]
         if not lines:
             raise SnapshotError(f"pg_restore --list found no entry in {dump_path}")
         return len(lines)
 
     def tables_of(self, dump_path: str) -> list[str]:
         """``schema.table`` of every table the dump creates (its TABLE entries)."""
-        with open(dump_path, "rb") as fh:
-            res = self.run(["pg_restore", "--list"], stdin=fh, what="pg_restore --list")
-        if res.returncode != 0:
-            raise SnapshotError(
-                f"pg_restore --list cannot read {dump_path}: {res.stderr.decode(errors='replace').strip()[:400]}"
-            )
-        return table_entries(res.stdout.decode(errors="replace"))
+        return table_entries(self._listing(dump_path))
 
     def tables(self) -> list[str]:
         """``schema.table`` of every table (plain or partitioned) in the database."""
