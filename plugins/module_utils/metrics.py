@@ -16,8 +16,9 @@ killed half-way still shows:
 The alert rules (roles/monitoring/files/rules/paycraft.rules.yml) are written against these names; their
 promtool tests feed the same series.
 
-Every reader takes its paths, clock and command runner as arguments. Pure Python (3.7+), no Ansible
-import: the module and the scheduled collector (``python3 metrics.py --config ...``) run this file.
+Every reader takes its paths, clock and command runner as arguments. Pure Python, no Ansible import: the
+module runs it, and so can a schedule from the library directory the backup runner already installs
+(``python3 -m ansible_collections.paycraft.selfhost.plugins.module_utils.metrics --config ...``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
+
+from ansible_collections.paycraft.selfhost.plugins.module_utils import backup, lease, snapshot
 
 # status of the operation record -> success of the last finished operation (1) or not (0)
 _OUTCOME = {"done": 1, "rolled_back": 0, "failed": 0, "abandoned": 0, "refused": 0}
@@ -240,7 +242,7 @@ def record_result(path: str, kind: str, ok: bool, at: str, detail: str = "") -> 
         raise MetricsError(f"unknown result kind {kind!r}; one of {', '.join(RESULT_KINDS)}")
     results = _read_json(path)
     results[kind] = {"ok": bool(ok), "at": at, "detail": str(detail)[:500]}
-    _write_atomic(path, json.dumps(results, indent=2, sort_keys=True) + "\n", 0o644)
+    snapshot.write_json_atomic(path, results, 0o644)
     return results
 
 
@@ -256,8 +258,8 @@ def collect(cfg: dict, runner=local_runner, lock_status=None, clock=time.time) -
         state, info = lock_status(cfg["lock_file"])
         families += lock_families(state, info or {})
     if cfg.get("backup_dir"):
-        families += backup_families(_list_backups(cfg["backup_dir"]),
-                                    _read_json(os.path.join(cfg["backup_dir"], "offsite.json")))
+        families += backup_families(backup.list_backups(cfg["backup_dir"]),
+                                    _read_json(os.path.join(cfg["backup_dir"], backup.STATUS)))
     if cfg.get("results_file"):
         families += result_families(_read_json(cfg["results_file"]))
     if cfg.get("containers", True):
@@ -265,44 +267,6 @@ def collect(cfg: dict, runner=local_runner, lock_status=None, clock=time.time) -
     families.append(Family("paycraft_metrics_collected_timestamp_seconds", "gauge",
                            "When this file was written (a stale file means the collector stopped)").add(int(clock())))
     return families
-
-
-def _list_backups(backup_dir: str) -> list:
-    """The complete backups (a manifest of kind backup), oldest first; read here without the snapshot library's
-    dependencies so the scheduled collector runs as one file."""
-    found = []
-    try:
-        names = sorted(os.listdir(backup_dir))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        manifest = os.path.join(backup_dir, name, "manifest.json")
-        if not os.path.isfile(manifest):
-            continue
-        try:
-            data = _read_json(manifest)
-        except MetricsError:
-            continue
-        if data.get("kind") == "backup":
-            data.setdefault("name", name)
-            found.append(data)
-    return sorted(found, key=lambda m: (str(m.get("created_at") or ""), m["name"]))
-
-
-def _write_atomic(path: str, text: str, mode: int) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def without_timestamp(text: str) -> str:
@@ -319,21 +283,8 @@ def write(path: str, text: str) -> bool:
             before = fh.read()
     except FileNotFoundError:
         before = None
-    _write_atomic(path, text, 0o644)
+    snapshot.write_atomic(path, text, 0o644)
     return before is None or without_timestamp(before) != without_timestamp(text)
-
-
-def _lease_status():
-    """lease.status when this file runs beside lease.py (the module and the installed collector both do)."""
-    try:
-        from ansible_collections.paycraft.selfhost.plugins.module_utils import lease
-    except ImportError:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        try:
-            import lease  # type: ignore
-        except ImportError:
-            return None
-    return lease.status
 
 
 def main(argv: list | None = None) -> int:
@@ -347,7 +298,7 @@ def main(argv: list | None = None) -> int:
         print(f"metrics: no output file: set out in {args.config} or pass --out", file=sys.stderr)
         return 2
     try:
-        write(out, render(collect(cfg, lock_status=_lease_status())))
+        write(out, render(collect(cfg, lock_status=lease.status)))
     except (MetricsError, OSError, ValueError) as exc:
         print(f"metrics: {exc}", file=sys.stderr)
         return 1

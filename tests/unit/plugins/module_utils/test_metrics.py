@@ -251,13 +251,19 @@ def test_write_is_atomic_and_changed_ignores_the_collection_time(tmp_path):
     assert oct(out.stat().st_mode & 0o777) == "0o644"
 
 
-def test_the_collector_runs_as_one_file_on_a_host(tmp_path):
-    """The scheduled collector: python3 metrics.py --config, beside lease.py, with no Ansible on the host."""
+def test_the_collector_runs_on_a_host_without_ansible(tmp_path):
+    """The scheduled collector: python3 -m ...metrics --config, from a library laid out as the backup runner's
+    (roles/backup: ansible_collections/paycraft/selfhost/plugins/module_utils with its packages), no Ansible."""
     lib = tmp_path / "lib"
-    lib.mkdir()
+    utils = lib / "ansible_collections" / "paycraft" / "selfhost" / "plugins" / "module_utils"
+    utils.mkdir(parents=True)
+    for pkg in (utils, *utils.parents):
+        if pkg == lib:
+            break
+        (pkg / "__init__.py").write_text("")
     src = REPO / "plugins" / "module_utils"
-    shutil.copy(src / "metrics.py", lib / "metrics.py")
-    shutil.copy(src / "lease.py", lib / "lease.py")
+    for name in ("metrics.py", "backup.py", "snapshot.py", "preflight.py", "redact.py", "lease.py"):
+        shutil.copy(src / name, utils / name)
     record = operation.new_state("upgrade", "v1.0.0", "v1.1.0", {"run_id": "r1"})
     (tmp_path / "operation.json").write_text(json.dumps(record))
     out = tmp_path / "textfile" / "paycraft.prom"
@@ -266,8 +272,9 @@ def test_the_collector_runs_as_one_file_on_a_host(tmp_path):
            "backup_dir": str(tmp_path / "backups"), "results_file": str(tmp_path / "results.json"),
            "containers": False, "out": str(out)}
     (tmp_path / "metrics.json").write_text(json.dumps(cfg))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run(["python3", str(lib / "metrics.py"), "--config", str(tmp_path / "metrics.json")],
+    env = dict({k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, PYTHONPATH=str(lib))
+    res = subprocess.run(["python3", "-m", "ansible_collections.paycraft.selfhost.plugins.module_utils.metrics",
+                          "--config", str(tmp_path / "metrics.json")],
                          capture_output=True, text=True, env=env, cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
     samples = parse(out.read_text())
