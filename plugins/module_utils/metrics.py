@@ -275,16 +275,22 @@ def without_timestamp(text: str) -> str:
                      if not line.startswith("paycraft_metrics_collected_timestamp_seconds"))
 
 
-def write(path: str, text: str) -> bool:
-    """Write the textfile atomically (node_exporter reads it at any time, never half of it); whether the metrics
-    other than the collection time changed."""
+def differs(path: str, text: str) -> bool:
+    """Whether writing ``text`` to ``path`` changes a metric (the collection time aside); check mode asks this."""
     try:
         with open(path) as fh:
             before = fh.read()
     except FileNotFoundError:
-        before = None
+        return True
+    return without_timestamp(before) != without_timestamp(text)
+
+
+def write(path: str, text: str) -> bool:
+    """Write the textfile atomically (node_exporter reads it at any time, never half of it); whether the metrics
+    other than the collection time changed."""
+    changed = differs(path, text)
     snapshot.write_atomic(path, text, 0o644)
-    return before is None or without_timestamp(before) != without_timestamp(text)
+    return changed
 
 
 def main(argv: list | None = None) -> int:

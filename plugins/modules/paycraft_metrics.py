@@ -132,15 +132,7 @@ def main():
         cfg = {"operation_file": p["operation_file"], "lock_file": p["lock_file"], "backup_dir": p["backup_dir"],
                "results_file": p["results_file"], "containers": p["containers"]}
         text = metrics.render(metrics.collect(cfg, runner=_cli.module_runner(module), lock_status=lease.status))
-        if module.check_mode:
-            try:
-                with open(p["out"]) as fh:
-                    before = fh.read()
-            except FileNotFoundError:
-                before = None
-            changed = before is None or metrics.without_timestamp(before) != metrics.without_timestamp(text)
-        else:
-            changed = metrics.write(p["out"], text)
+        changed = metrics.differs(p["out"], text) if module.check_mode else metrics.write(p["out"], text)
         module.exit_json(changed=changed, metrics=text)
     except (metrics.MetricsError, OSError, ValueError) as exc:
         module.fail_json(msg=(f"{host}: the PayCraft metrics ({p['state']}) could not be written: {exc}. Nothing of "
