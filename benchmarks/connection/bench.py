@@ -79,6 +79,16 @@ def container_cpu_file(cid: str) -> str | None:
     return None
 
 
+def start_host(prefix: str) -> tuple[str, str | None]:
+    """A throw-away test host container (labelled paycraft.bench=1) and its cgroup CPU file."""
+    host = f"{prefix}-{secrets.token_hex(3)}"
+    subprocess.run(["docker", "run", "-d", "--name", host, "--label", "paycraft.bench=1", IMAGE, "sleep", "infinity"],
+                   check=True, capture_output=True)
+    cid = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", host], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    return host, container_cpu_file(cid)
+
+
 def container_cpu(path: str | None) -> float:
     if path is None:
         return float("nan")
@@ -114,12 +124,7 @@ def main() -> int:
     args = ap.parse_args()
     if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
         sys.exit(f"the test host image {IMAGE} is missing: bash tests/hosts/build.sh")
-    host = f"paycraft-bench-conn-{secrets.token_hex(3)}"
-    subprocess.run(["docker", "run", "-d", "--name", host, "--label", "paycraft.bench=1", IMAGE, "sleep", "infinity"],
-                   check=True, capture_output=True)
-    cid = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", host], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    cgroup = container_cpu_file(cid)
+    host, cgroup = start_host("paycraft-bench-conn")
     results: dict[str, list[tuple[float, ...]]] = {label: [] for label, _, _ in METHODS}
     try:
         with tempfile.TemporaryDirectory(prefix="paycraft-bench-conn-") as work:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connection"))
-from bench import IMAGE, REPO, container_cpu_file, playbook, run  # benchmarks/connection/bench.py
+from bench import REPO, playbook, run, start_host  # benchmarks/connection/bench.py
 
 sys.path.insert(0, str(REPO / "tests"))
 from paycraft_dind import install_pyc_cache
@@ -36,12 +35,7 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=30)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    host = f"paycraft-bench-pyc-{secrets.token_hex(3)}"
-    subprocess.run(["docker", "run", "-d", "--name", host, "--label", "paycraft.bench=1", IMAGE, "sleep", "infinity"],
-                   check=True, capture_output=True)
-    cid = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", host], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    cgroup = container_cpu_file(cid)
+    host, cgroup = start_host("paycraft-bench-pyc")
     pth = f"{SITE}/paycraft-test-pyc-cache.pth"
 
     def cache(on: bool) -> None:
